@@ -1,0 +1,497 @@
+"""All file I/O of the project: safetensors artifacts with validated metadata.
+
+Every file a stage writes is a safetensors file whose string metadata holds:
+
+    isl.kind         dataset | features | gan | neighbors | backbone | embeddings
+    isl.schema       integer schema version of the layout (this module's SCHEMA_VERSION)
+    isl.version      the isl version that wrote it
+    isl.config       the full stage config, JSON
+    isl.fingerprint  fingerprint of the data set the file belongs to
+    isl.meta         anything else the stage records (round, epochs, metrics), JSON
+
+Writes are atomic (temporary file in the same folder, fsync, rename, fsync of
+the folder). Reads validate everything and raise `IslError` with one line that
+names the file and the fault. No pickle is ever written or read here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save_file as st_save_file
+
+from isl_cli import __version__
+from isl_cli.errors import IslError
+
+SCHEMA_VERSION = 1
+KINDS = ("dataset", "features", "gan", "neighbors", "backbone", "embeddings")
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+_DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "I32": 4, "I64": 8, "F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, dtype and shape of one stored tensor, read from the header alone."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The parsed header of an artifact: metadata and tensor layout, no data."""
+
+    path: Path
+    kind: str
+    schema: int
+    version: str
+    fingerprint: str
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    tensors: dict[str, TensorInfo]
+    raw_metadata: dict[str, str]
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its header plus the tensors themselves."""
+
+    header: Header
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.header.meta
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.header.config
+
+    @property
+    def fingerprint(self) -> str:
+        return self.header.fingerprint
+
+    @property
+    def path(self) -> Path:
+        return self.header.path
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors whose names start with `prefix`, with the prefix removed."""
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+# A shape spec entry: an int (exact), None (any) or a str naming a dimension that
+# must be equal wherever the same name appears.
+ShapeSpec = tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a reader requires of one tensor."""
+
+    dtype: torch.dtype | tuple[torch.dtype, ...]
+    shape: ShapeSpec | None = None
+    required: bool = True
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_artifact(
+    path: str | os.PathLike,
+    kind: str,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    fingerprint: str,
+    config: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `tensors` as a safetensors artifact of `kind`, atomically.
+
+    A crash at any moment leaves either the previous file or the new one at
+    `path`, never a partial file.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    path = Path(path)
+    metadata = {
+        "isl.kind": kind,
+        "isl.schema": str(SCHEMA_VERSION),
+        "isl.version": __version__,
+        "isl.fingerprint": str(fingerprint),
+        "isl.config": json.dumps(dict(config or {}), sort_keys=True, default=_json_default),
+        "isl.meta": json.dumps(dict(meta or {}), sort_keys=True, default=_json_default),
+    }
+    prepared = _prepare_tensors(tensors)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IslError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
+
+    def write(tmp: Path) -> None:
+        st_save_file(prepared, str(tmp), metadata=metadata)
+
+    atomic_write(path, write)
+    return path
+
+
+def atomic_write(path: str | os.PathLike, writer) -> None:
+    """Call `writer(tmp_path)` then fsync and rename the result over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as handle:
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise IslError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write raw bytes (a JSON summary, a PNG) atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Append one JSON line (a metrics log entry) and fsync it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(record), sort_keys=True, default=_json_default) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and never two names sharing one storage."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"artifact tensor {name!r} is {type(tensor).__name__}, not a tensor")
+        t = tensor.detach().to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_header(path: str | os.PathLike, kind: str | Iterable[str] | None = None) -> Header:
+    """Parse and validate an artifact's header without loading its tensors.
+
+    Raises `IslError` naming the file for: a missing file, a file that is not
+    safetensors, a truncated one, one without isl metadata, a newer schema, or
+    a kind other than `kind`.
+    """
+    path = Path(path)
+    raw = _read_header_bytes(path)
+    return _parse_header(path, raw, kind)
+
+
+def read_artifact(
+    path: str | os.PathLike,
+    kind: str | Iterable[str] | None = None,
+    *,
+    fingerprint: str | None = None,
+    expect: Mapping[str, Expect] | None = None,
+    dims: Mapping[str, int] | None = None,
+    device: str | torch.device = "cpu",
+) -> Artifact:
+    """Load and validate an artifact.
+
+    Args:
+        path: the file.
+        kind: the kind (or kinds) the caller accepts.
+        fingerprint: the data-set fingerprint the file must carry, if known.
+        expect: required tensors by name, with dtype and shape specs.
+        dims: values for the named dimensions used in `expect` shapes.
+        device: where the tensors go.
+    """
+    path = Path(path)
+    header = read_header(path, kind)
+    if fingerprint is not None and header.fingerprint != fingerprint:
+        raise IslError(
+            f"{path}: belongs to a different data set (fingerprint {header.fingerprint or 'none'}, "
+            f"expected {fingerprint}); artifacts made from different data cannot be mixed"
+        )
+    if expect:
+        check_tensors(path, header.tensors, expect, dims)
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+    except OSError as exc:
+        raise IslError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # safetensors raises its own error types
+        raise IslError(f"{path}: not a valid safetensors file ({_short(exc)})") from exc
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return Artifact(header=header, tensors=tensors)
+
+
+def check_tensors(
+    path: Path,
+    infos: Mapping[str, TensorInfo],
+    expect: Mapping[str, Expect],
+    dims: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """Check stored tensor dtypes and shapes against `expect`; returns resolved dims."""
+    resolved: dict[str, int] = dict(dims or {})
+    for name, spec in expect.items():
+        info = infos.get(name)
+        if info is None:
+            if spec.required:
+                raise IslError(f"{path}: tensor {name!r} is missing")
+            continue
+        allowed = spec.dtype if isinstance(spec.dtype, tuple) else (spec.dtype,)
+        if info.dtype not in allowed:
+            want = " or ".join(str(d).replace("torch.", "") for d in allowed)
+            raise IslError(f"{path}: tensor {name!r} has dtype {str(info.dtype).replace('torch.', '')}, expected {want}")
+        if spec.shape is None:
+            continue
+        if len(info.shape) != len(spec.shape):
+            raise IslError(f"{path}: tensor {name!r} has shape {list(info.shape)}, expected {len(spec.shape)} dimensions")
+        for size, want in zip(info.shape, spec.shape):
+            if want is None:
+                continue
+            if isinstance(want, str):
+                if want in resolved and resolved[want] != size:
+                    raise IslError(
+                        f"{path}: tensor {name!r} has shape {list(info.shape)}, but {want} = {resolved[want]} here"
+                    )
+                resolved[want] = size
+            elif size != want:
+                raise IslError(f"{path}: tensor {name!r} has shape {list(info.shape)}, expected {list(spec.shape)}")
+    return resolved
+
+
+def _read_header_bytes(path: Path) -> tuple[dict[str, Any], int]:
+    if not path.exists():
+        raise IslError(f"{path}: no such file")
+    if not path.is_file():
+        raise IslError(f"{path}: not a file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise IslError(f"{path}: not a safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length == 0 or length > MAX_HEADER_BYTES or length > size - 8:
+                raise IslError(f"{path}: not a safetensors file, or truncated (header length {length}, file {size} bytes)")
+            blob = handle.read(length)
+    except OSError as exc:
+        raise IslError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        header = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise IslError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise IslError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data_size = size - 8 - length
+    return header, data_size
+
+
+def _parse_header(path: Path, raw: tuple[dict[str, Any], int], kind: str | Iterable[str] | None) -> Header:
+    header, data_size = raw
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise IslError(f"{path}: not a safetensors file (bad __metadata__)")
+    tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise IslError(f"{path}: not a safetensors file (bad entry for {name!r})")
+        dtype_name, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype_name not in _DTYPES:
+            raise IslError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name!r}")
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise IslError(f"{path}: not a safetensors file (bad entry for {name!r})")
+        start, end = offsets
+        numel = 1
+        for s in shape:
+            numel *= s
+        if not 0 <= start <= end or end - start != numel * _DTYPE_SIZES[dtype_name]:
+            raise IslError(f"{path}: not a safetensors file (bad offsets for {name!r})")
+        if end > data_size:
+            raise IslError(f"{path}: truncated (tensor {name!r} ends at byte {end}, data holds {data_size})")
+        spans.append((start, end))
+        tensors[name] = TensorInfo(name=name, dtype=_DTYPES[dtype_name], shape=tuple(shape))
+    spans.sort()
+    position = 0
+    for start, end in spans:
+        if start != position:
+            raise IslError(f"{path}: not a safetensors file (tensor data overlaps or has gaps)")
+        position = end
+    if position != data_size:
+        raise IslError(f"{path}: not a safetensors file (tensor data covers {position} of {data_size} bytes)")
+
+    found_kind = metadata.get("isl.kind")
+    if found_kind is None:
+        raise IslError(f"{path}: a safetensors file, but not an isl artifact (no isl.kind metadata)")
+    if found_kind not in KINDS:
+        raise IslError(f"{path}: unknown artifact kind {found_kind!r}")
+    if kind is not None:
+        wanted = (kind,) if isinstance(kind, str) else tuple(kind)
+        if found_kind not in wanted:
+            raise IslError(f"{path}: is a {found_kind} artifact, expected {' or '.join(wanted)}")
+    try:
+        schema = int(metadata.get("isl.schema", str(SCHEMA_VERSION)))
+    except ValueError:
+        raise IslError(f"{path}: bad isl.schema {metadata.get('isl.schema')!r}") from None
+    if schema > SCHEMA_VERSION:
+        raise IslError(
+            f"{path}: written with schema {schema} by isl {metadata.get('isl.version', '?')}, "
+            f"newer than this isl {__version__} reads (schema {SCHEMA_VERSION}); upgrade isl"
+        )
+    config = _json_field(path, metadata, "isl.config")
+    meta = _json_field(path, metadata, "isl.meta")
+    return Header(
+        path=path,
+        kind=found_kind,
+        schema=schema,
+        version=metadata.get("isl.version", "unknown"),
+        fingerprint=metadata.get("isl.fingerprint", ""),
+        config=config,
+        meta=meta,
+        tensors=tensors,
+        raw_metadata=dict(metadata),
+    )
+
+
+def _json_field(path: Path, metadata: Mapping[str, str], key: str) -> dict[str, Any]:
+    text = metadata.get(key)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise IslError(f"{path}: metadata {key} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise IslError(f"{path}: metadata {key} is not a JSON object")
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fingerprint_tensors(*tensors: torch.Tensor, extra: str = "") -> str:
+    """A short content hash of tensors (dtype, shape and bytes) plus a string."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        digest.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+    digest.update(extra.encode())
+    return digest.hexdigest()[:16]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The safetensors name of a torch dtype (F32, I64, ...)."""
+    return _DTYPE_NAMES.get(dtype, str(dtype))
+
+
+def strings_to_tensors(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode strings as (bytes uint8 (total,), offsets int64 (n+1,)) for storage."""
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
+    if encoded:
+        offsets[1:] = torch.cumsum(torch.tensor([len(e) for e in encoded], dtype=torch.int64), 0)
+    blob = torch.frombuffer(bytearray(b"".join(encoded)), dtype=torch.uint8) if offsets[-1] > 0 else torch.zeros(0, dtype=torch.uint8)
+    return blob.clone(), offsets
+
+
+def tensors_to_strings(blob: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    """Inverse of `strings_to_tensors`."""
+    data = blob.numpy().tobytes()
+    bounds = offsets.tolist()
+    return [data[bounds[i]:bounds[i + 1]].decode("utf-8") for i in range(len(bounds) - 1)]

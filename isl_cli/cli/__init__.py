@@ -1,0 +1,1 @@
+"""The `isl` command line: one thin module per command."""

@@ -1,0 +1,40 @@
+"""The table of commands: name, module, one-line summary, worked example."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from isl_cli.cli.common import guarded
+
+# (command name, module under isl_cli.cli, function name, summary, example)
+COMMANDS = [
+    ("fetch-data", "fetch_data", "fetch_data", "Download or convert a data set into train/test artifacts.",
+     "isl fetch-data shapes\n\nisl fetch-data cifar10 --source ~/Downloads/cifar-10-python.tar.gz"),
+    ("train-features", "train_features", "train_features", "Train the backbone and memory bank (ISL loss).",
+     "isl train-features --data data/shapes --arch resnet18 --width 0.25 --epochs 5 --out runs/shapes/r0-features.safetensors"),
+    ("train-gan", "train_gan", "train_gan", "Train the triplet GAN on frozen features.",
+     "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"),
+    ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
+     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"),
+    ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
+     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute"),
+    ("export", "export", "export", "Export the backbone or the embeddings of a checkpoint.",
+     "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"),
+    ("run", "run", "run", "Run the whole ISL schedule: rounds of features, GAN, mining; then evaluate.",
+     "isl run --dataset shapes --preset quick"),
+    ("inspect", "inspect", "inspect", "Describe an artifact: kind, tensors, metadata and config.",
+     "isl inspect data/shapes/train.safetensors --json"),
+    ("report", "report", "report", "Draw PNG figures of a run folder.",
+     "isl report runs/shapes"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add every command to `app`; modules are imported here, not at package import."""
+    for name, module_name, func_name, summary, example in COMMANDS:
+        module = importlib.import_module(f"isl_cli.cli.{module_name}")
+        func = getattr(module, func_name)
+        epilog = "[bold]Example[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in example.split("\n\n"))
+        app.command(name=name, help=(func.__doc__ or summary), short_help=summary, epilog=epilog)(guarded(func))

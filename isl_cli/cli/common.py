@@ -1,0 +1,84 @@
+"""What every command shares: consoles, option aliases, error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+from rich.console import Console
+
+from isl_cli.errors import IslError, StageInterrupted
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class Settings:
+    """Process-wide CLI settings filled by the root callback (never at import)."""
+
+    debug: bool = False
+
+
+def debug_enabled() -> bool:
+    return Settings.debug or os.environ.get("ISL_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def fail(message: str) -> None:
+    """Print one line on stderr (no wrapping, no markup)."""
+    text = " ".join(str(message).split())
+    sys.stderr.write(f"isl: error: {text}\n")
+    sys.stderr.flush()
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn known errors into one stderr line and an exit code.
+
+    IslError -> exit 2; StageInterrupted (Ctrl-C after a clean save) -> exit 130.
+    With --debug or ISL_DEBUG=1 the traceback is shown instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IslError as exc:
+            if debug_enabled():
+                raise
+            fail(str(exc))
+            raise typer.Exit(2) from None
+        except StageInterrupted as exc:
+            err_console.print(f"[yellow]{exc}[/yellow]")
+            if exc.resume_command:
+                err_console.print(f"resume with: [bold]{exc.resume_command}[/bold]", soft_wrap=True)
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            fail("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def not_implemented(command: str) -> None:
+    """The honest placeholder of a command that a later issue fills in."""
+    raise IslError(f"`isl {command}` is not implemented yet")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("ISL_DATA", "data"))
+
+
+# ---- option aliases shared by the commands (defined once) ----
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="Compute device: auto (CUDA when present), cpu, cuda or mps.", show_default=True),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="Data root folder [default: $ISL_DATA or data/].", show_default=False),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on CPU gives bit-identical results.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]

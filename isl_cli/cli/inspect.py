@@ -1,0 +1,76 @@
+"""`isl inspect FILE`: what an artifact holds, read from its header alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from isl_cli.artifacts import dtype_name, read_header
+from isl_cli.cli.common import JsonOpt, console
+
+
+def inspect(
+    file: Annotated[Path, typer.Argument(help="An isl artifact (.safetensors).", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Describe an artifact: kind, tensors (name, shape, dtype), metadata and config.
+
+    Only the header is read, so this is instant even for a 1 GB memory bank.
+    """
+    header = read_header(file)
+    tensors = [
+        {"name": t.name, "shape": list(t.shape), "dtype": dtype_name(t.dtype)}
+        for t in sorted(header.tensors.values(), key=lambda t: t.name)
+    ]
+    if as_json:
+        record = {
+            "path": str(header.path),
+            "kind": header.kind,
+            "schema": header.schema,
+            "version": header.version,
+            "fingerprint": header.fingerprint,
+            "tensors": tensors,
+            "meta": header.meta,
+            "config": header.config,
+        }
+        typer.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+
+    summary = Table(title=f"{header.path}", show_header=False, title_justify="left")
+    summary.add_column("field", style="bold")
+    summary.add_column("value", overflow="fold")
+    summary.add_row("kind", header.kind)
+    summary.add_row("schema", str(header.schema))
+    summary.add_row("written by", f"isl {header.version}")
+    summary.add_row("fingerprint", header.fingerprint or "(none)")
+    for key, value in sorted(header.meta.items()):
+        summary.add_row(f"meta.{key}", _short(value))
+    console.print(summary)
+
+    shown = tensors if len(tensors) <= 40 else tensors[:40]
+    table = Table(title=f"tensors ({len(tensors)})", title_justify="left")
+    table.add_column("name")
+    table.add_column("shape", justify="right")
+    table.add_column("dtype")
+    for t in shown:
+        table.add_row(t["name"], " x ".join(map(str, t["shape"])) or "scalar", t["dtype"])
+    if len(tensors) > len(shown):
+        table.add_row(f"... {len(tensors) - len(shown)} more (use --json)", "", "")
+    console.print(table)
+
+    if header.config:
+        config = Table(title="config", title_justify="left", show_header=False)
+        config.add_column("key", style="bold")
+        config.add_column("value", overflow="fold")
+        for key, value in sorted(header.config.items()):
+            config.add_row(key, _short(value))
+        console.print(config)
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

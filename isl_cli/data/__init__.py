@@ -1,0 +1,1 @@
+"""Data sets: sources, stored splits, batch augmentation."""

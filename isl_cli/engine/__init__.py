@@ -1,0 +1,1 @@
+"""One epoch of each stage, stopping rules and the round loop."""

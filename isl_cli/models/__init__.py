@@ -1,0 +1,1 @@
+"""Backbones (32x32 and ImageNet size) and the triplet GAN."""
