@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save_file as st_save_file
 
 from isl_cli import __version__
@@ -293,8 +293,7 @@ def read_artifact(
     if expect:
         check_tensors(path, header.tensors, expect, dims)
     try:
-        data = path.read_bytes()
-        tensors = st_load(data)
+        tensors = st_load_file(str(path))
     except OSError as exc:
         raise IslError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except Exception as exc:  # safetensors raises its own error types

@@ -1,8 +1,104 @@
-"""`isl train-features` (placeholder until its issue lands)."""
+"""`isl train-features`: the backbone and memory bank, trained with the ISL loss."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from isl_cli.artifacts import read_header
+from isl_cli.cli.common import DeviceOpt, RootOpt, SeedOpt, console, default_root
+from isl_cli.config import FeaturesConfig, override, preset_configs
+
+Opt = typer.Option
 
 
-def train_features() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("train-features")
+def train_features(
+    data: Annotated[Optional[Path], Opt("--data", help="Data set folder written by fetch-data [default: ROOT/shapes].", show_default=False)] = None,
+    root: RootOpt = None,
+    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's features: backbone, bank, optimiser and scheduler carry over.")] = None,
+    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbours artifact from mine-neighbors (or made by hand). None = round 0, plain instance discrimination.")] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output features file [default: runs/DATASET/rR-features.safetensors].", show_default=False)] = None,
+    epochs: Annotated[Optional[int], Opt("--epochs", help="Epochs of this stage [paper: 200; 100 for ImageNet].", show_default=False)] = None,
+    preset: Annotated[str, Opt("--preset", help="paper (the reference's settings) or quick (small width, few epochs, for a CPU).")] = "paper",
+    arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet [default: resnet18].", show_default=False)] = None,
+    width: Annotated[Optional[float], Opt("--width", help="Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).", show_default=False)] = None,
+    low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D [default: 128].", show_default=False)] = None,
+    variant: Annotated[Optional[str], Opt("--variant", help="cifar (32x32 backbones) or imagenet; picked from the image size unless given.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size [paper: 128; 256 for ImageNet].", show_default=False)] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate [paper: 0.03].", show_default=False)] = None,
+    momentum: Annotated[Optional[float], Opt("--momentum", help="SGD momentum [0.9].", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="Weight decay [5e-4; 1e-4 for ImageNet].", show_default=False)] = None,
+    temperature: Annotated[Optional[float], Opt("--temperature", help="Softmax temperature T [0.1; 0.07 for ImageNet].", show_default=False)] = None,
+    bank_momentum: Annotated[Optional[float], Opt("--bank-momentum", help="Memory bank momentum m [0.5].", show_default=False)] = None,
+    hp_weight: Annotated[Optional[float], Opt("--hp-weight", help="Weight of the hard-positive KL term [0.5].", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], Opt("--eval-every", help="kNN evaluation (and LR plateau step) every N epochs [5; 2 for ImageNet].", show_default=False)] = None,
+    eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
+    val_split: Annotated[Optional[float], Opt("--val-split", help="Hold out this fraction of the TRAINING set for the kNN that drives the LR scheduler. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; use this option for an honest protocol).", show_default=False)] = None,
+    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets (ImageNet).", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number to record [default: neighbours' round + 1, else 0].", show_default=False)] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run of this stage from its checkpoint (OUT.partial.safetensors).")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train the backbone and memory bank: instance discrimination in round 0, the ISL loss (affinity + hard-positive
+    terms over each image's neighbours) once a neighbours file is given.
+
+    Checkpoints after every epoch; Ctrl-C saves mid-epoch and prints the command that resumes. One JSON line per
+    epoch goes to OUT.metrics.jsonl.
+    """
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.features import FeaturesJob, train_features as run_stage
+
+    data_dir = data or (root or default_root()) / "shapes"
+    imagenet = _is_imagenet(data_dir, variant)
+    base, _, _ = preset_configs(preset, imagenet)
+    config = override(
+        base, arch=arch, width=width, low_dim=low_dim, epochs=epochs, batch_size=batch_size, lr=lr,
+        momentum=momentum, weight_decay=weight_decay, temperature=temperature, bank_momentum=bank_momentum,
+        hp_weight=hp_weight, eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
+        seed=seed, variant=variant,
+    )
+    if out is None:
+        round_guess = round_index if round_index is not None else _round_of(neighbors)
+        out = Path("runs") / data_dir.name / f"r{round_guess}-features.safetensors"
+    job = FeaturesJob(
+        config=config, data_dir=data_dir, out=out, device=resolve_device(device), init=init, neighbors=neighbors,
+        resume=resume, overwrite=overwrite, round_index=round_index, variant=variant, progress=not quiet,
+        resume_command=_resume_command(),
+    )
+    result = run_stage(job)
+    last = result.last
+    summary = f"[bold green]features[/bold green] {result.out} (round {result.round}"
+    if "knn_top1" in last:
+        summary += f", kNN top-1 {last['knn_top1']:.2f}% on {last['knn_on']}"
+    console.print(summary + ")")
+
+
+def _is_imagenet(data_dir: Path, variant: str | None) -> bool:
+    if variant is not None:
+        return variant == "imagenet"
+    path = data_dir / "train.safetensors"
+    if not path.exists():
+        return False
+    meta = read_header(path, "dataset").meta
+    size = meta.get("image_size")
+    return meta.get("storage") == "files" or size is None or int(size) > 64
+
+
+def _round_of(neighbors: Path | None) -> int:
+    if neighbors is None or not Path(neighbors).exists():
+        return 0
+    return int(read_header(neighbors, "neighbors").meta.get("round", 0)) + 1
+
+
+def _resume_command() -> str:
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "isl " + " ".join(shlex.quote(a) for a in args)

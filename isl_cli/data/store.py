@@ -41,6 +41,7 @@ class Split:
         paths: file paths relative to `image_root` (file-backed splits only).
         image_root: folder that `paths` are relative to.
         name: data set name (e.g. "shapes").
+        fingerprint: the data set's fingerprint (set by `load_split`).
         split: "train" or "test".
         info: free-form facts about the source (URL, checksum, resize, skipped files).
     """
@@ -53,6 +54,7 @@ class Split:
     name: str = ""
     split: str = "train"
     info: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""  # filled when loaded from disk
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
@@ -156,6 +158,7 @@ def load_split(dataset_dir: str | Path, split: str = "train", fingerprint: str |
         name=str(meta.get("name", dataset_dir.name)),
         split=str(meta.get("split", split)),
         info=dict(meta.get("info", {})),
+        fingerprint=art.fingerprint,
     )
     if storage == "files":
         offsets = art["path_offsets"]

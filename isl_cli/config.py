@@ -1,0 +1,177 @@
+"""Frozen configs of each stage, with the paper's defaults, and named presets.
+
+Defaults are the reference implementation's (ISL-METHOD.md). `paper_defaults`
+picks the 32x32 or the ImageNet values; the `quick` preset shrinks the work
+for a CPU. Every field can be overridden from the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from isl_cli.errors import IslError
+
+PRESETS = ("paper", "quick")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """train-features: backbone, memory bank, ISL loss, SGD, LR plateau schedule."""
+
+    arch: str = "resnet18"
+    variant: str = "cifar"  # cifar (32x32 backbones) or imagenet
+    width: float = 1.0
+    low_dim: int = 128
+    image_size: int = 32  # network input side
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 0.1
+    bank_momentum: float = 0.5
+    hp_weight: float = 0.5
+    eval_every: int = 5
+    eval_k: int = 200
+    lr_factor: float = 0.8
+    lr_patience: int = 1
+    val_split: float = 0.0
+    seed: int = 0
+    num_workers: int = 4
+
+    def validate(self) -> "FeaturesConfig":
+        _positive(self, "epochs", "batch_size", "low_dim", "eval_every", "eval_k", "image_size")
+        _positive_float(self, "width", "lr", "temperature")
+        if not 0.0 <= self.bank_momentum < 1.0:
+            raise IslError(f"--bank-momentum must be in [0, 1), got {self.bank_momentum}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise IslError(f"--val-split must be in [0, 1), got {self.val_split}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.hp_weight < 0:
+            raise IslError("--weight-decay, --momentum and --hp-weight must not be negative")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
+        if self.variant not in ("cifar", "imagenet"):
+            raise IslError(f"--variant must be cifar or imagenet, got {self.variant!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """train-gan: triplet GAN on frozen features."""
+
+    batch_size: int = 128
+    lr: float = 1e-4
+    num_draws: int = 4096
+    max_epochs: int = 200
+    epochs: int | None = None  # fixed number of epochs instead of the paper's rule
+    seed: int = 0
+    num_workers: int = 4
+
+    def validate(self) -> "GanConfig":
+        _positive(self, "batch_size", "num_draws", "max_epochs")
+        _positive_float(self, "lr")
+        if self.epochs is not None and self.epochs <= 0:
+            raise IslError(f"--epochs must be positive, got {self.epochs}")
+        return self
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    """mine-neighbors: GAN proxies turned into new neighbour pairs."""
+
+    batch_size: int = 128
+    num_draws: int = 4096
+    tau: float = 0.5
+    base_radius: float = 0.6
+    top_k: int = 10
+    per_round: float = 0.5
+    max_passes: int = 200
+    seed: int = 0
+    num_workers: int = 4
+
+    def validate(self) -> "MineConfig":
+        _positive(self, "batch_size", "num_draws", "top_k", "max_passes")
+        if not 0.0 <= self.tau < 1.0:
+            raise IslError(f"--tau must be in [0, 1), got {self.tau}")
+        if not 0.0 <= self.base_radius <= 1.0:
+            raise IslError(f"--base-radius must be in [0, 1], got {self.base_radius}")
+        if self.per_round <= 0:
+            raise IslError(f"--per-round must be positive, got {self.per_round}")
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole schedule: rounds of train-features, train-gan, mine-neighbors."""
+
+    dataset: str = "shapes"
+    preset: str = "paper"
+    rounds: int = 4
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
+    eval_ks: tuple[int, ...] = (200,)
+
+    def validate(self) -> "RunConfig":
+        if self.rounds <= 0:
+            raise IslError(f"--rounds must be positive, got {self.rounds}")
+        self.features.validate()
+        self.gan.validate()
+        self.mine.validate()
+        return self
+
+
+def paper_features(imagenet: bool) -> FeaturesConfig:
+    """The paper's feature-learning settings for 32x32 data or ImageNet."""
+    if imagenet:
+        return FeaturesConfig(
+            variant="imagenet", image_size=224, epochs=100, batch_size=256, weight_decay=1e-4,
+            temperature=0.07, eval_every=2, eval_k=1,
+        )
+    return FeaturesConfig()
+
+
+def paper_mine(imagenet: bool) -> MineConfig:
+    """The paper's mining settings (tau, R) for 32x32 data or ImageNet."""
+    return MineConfig(tau=0.3, base_radius=0.3) if imagenet else MineConfig()
+
+
+def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConfig, MineConfig]:
+    """Configs of a named preset: `paper` (the reference's) or `quick` (a CPU in minutes)."""
+    if preset not in PRESETS:
+        raise IslError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    features, gan, mine = paper_features(imagenet), GanConfig(), paper_mine(imagenet)
+    if preset == "quick":
+        features = replace(features, width=0.25, epochs=3, eval_every=3, num_workers=2)
+        gan = replace(gan, epochs=2, num_draws=1024)
+        mine = replace(mine, num_draws=1024, max_passes=3)
+    return features, gan, mine
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-able dict of a config dataclass (nested ones included)."""
+    return asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]):
+    """Build a config from a dict, ignoring unknown keys (older/newer files)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def override(config: Any, **changes: Any):
+    """`replace` that ignores None values (options the user did not give)."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return replace(config, **given) if given else config
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None or value <= 0:
+            raise IslError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _positive_float(cfg: Any, *names: str) -> None:
+    _positive(cfg, *names)

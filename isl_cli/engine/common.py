@@ -1,0 +1,145 @@
+"""Pieces every stage shares: the backbone spec, data for a features file, embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isl_cli.artifacts import Artifact
+from isl_cli.checkpoints import load_features
+from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+from isl_cli.data.batches import make_batch_source
+from isl_cli.data.store import Split, dataset_header, load_split
+from isl_cli.engine.state import load_module
+from isl_cli.errors import IslError
+from isl_cli.models.registry import build_backbone, input_size, variant_for_image_size
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything needed to rebuild a backbone and feed it: stored in artifact metadata."""
+
+    arch: str
+    variant: str
+    width: float
+    low_dim: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"arch": self.arch, "variant": self.variant, "width": self.width, "low_dim": self.low_dim,
+                "image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "BackboneSpec":
+        try:
+            return cls(arch=str(meta["arch"]), variant=str(meta["variant"]), width=float(meta["width"]),
+                       low_dim=int(meta["low_dim"]), image_size=int(meta["image_size"]),
+                       mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IslError(f"backbone description in metadata is incomplete ({exc})") from None
+
+    def build(self, device: torch.device) -> torch.nn.Module:
+        try:
+            model = build_backbone(self.arch, variant=self.variant, low_dim=self.low_dim, width=self.width)
+        except ValueError as exc:
+            raise IslError(str(exc)) from None
+        return model.to(device)
+
+
+def resolve_spec(arch: str, width: float, low_dim: int, variant: str | None, split_header_meta: dict[str, Any]) -> BackboneSpec:
+    """The backbone for a data set: its image size picks the variant unless told."""
+    stored = split_header_meta.get("image_size")
+    file_backed = split_header_meta.get("storage") == "files"
+    if variant is None:
+        variant = "imagenet" if file_backed or stored is None else variant_for_image_size(int(stored))
+    if variant == "cifar":
+        if stored is None:
+            raise IslError("this data set is stored as files of varying size; re-run fetch-data with --size 32 "
+                           "to use a 32x32 backbone, or use --variant imagenet")
+        size = int(stored)
+        mean, std = CIFAR_MEAN, CIFAR_STD
+    elif variant == "imagenet":
+        size = input_size(arch, "imagenet")
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        raise IslError(f"unknown variant {variant!r}; choose cifar or imagenet")
+    return BackboneSpec(arch=arch, variant=variant, width=width, low_dim=low_dim, image_size=size,
+                        mean=tuple(mean), std=tuple(std))
+
+
+def batch_source(split: Split, spec: BackboneSpec, *, train: bool, batch_size: int, device: torch.device,
+                 num_workers: int, subset: torch.Tensor | None = None):
+    """The batches of a split for this backbone (augmented for training)."""
+    return make_batch_source(split, train=train, batch_size=batch_size, device=device, output_size=spec.image_size,
+                             mean=spec.mean, std=spec.std, imagenet_style=spec.variant == "imagenet",
+                             num_workers=num_workers, subset=subset)
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, split: Split, spec: BackboneSpec, *, device: torch.device, batch_size: int = 256,
+          num_workers: int = 0, subset: torch.Tensor | None = None, progress=None) -> torch.Tensor:
+    """Features of un-augmented images, backbone in eval mode: (n, D) on `device`."""
+    was_training = model.training
+    model.eval()
+    source = batch_source(split, spec, train=False, batch_size=batch_size, device=device,
+                          num_workers=num_workers, subset=subset)
+    count = source.num_images
+    out = torch.empty(count, spec.low_dim, device=device)  # (n, D)
+    task = progress.add_task("embed", total=source.num_batches(), stats="") if progress is not None else None
+    position = 0
+    for _, images in source.batches(None):
+        feats = model(images)  # (b, D)
+        out[position:position + len(feats)] = feats
+        position += len(feats)
+        if task is not None:
+            progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class LoadedFeatures:
+    """A features artifact with its data set and rebuilt backbone."""
+
+    artifact: Artifact
+    spec: BackboneSpec
+    model: torch.nn.Module
+    memory: torch.Tensor  # (N, D)
+    data_dir: Path
+    fingerprint: str
+
+
+def open_features(path: Path, device: torch.device, data_dir: Path | None = None) -> LoadedFeatures:
+    """Load a features artifact, its backbone (eval mode) and locate its data set."""
+    from isl_cli.artifacts import read_header
+
+    header = read_header(path, "features")
+    data_dir = Path(data_dir or header.meta.get("dataset", ""))
+    if not str(data_dir):
+        raise IslError(f"{path}: does not say which data set it was trained on; pass --data")
+    train_header = dataset_header(data_dir, "train")
+    if train_header.fingerprint != header.fingerprint:
+        raise IslError(f"{path}: was trained on a different data set than {data_dir} "
+                       f"(fingerprint {header.fingerprint} vs {train_header.fingerprint})")
+    art = load_features(path, fingerprint=train_header.fingerprint,
+                        num_images=int(train_header.meta.get("num_images", 0)) or None, device=device)
+    spec = BackboneSpec.from_meta(art.meta["backbone"])
+    model = spec.build(device)
+    load_module(model, art.with_prefix("backbone."), str(path))
+    model.eval()
+    return LoadedFeatures(artifact=art, spec=spec, model=model, memory=art["bank.memory"], data_dir=data_dir,
+                          fingerprint=train_header.fingerprint)
+
+
+def load_train_test(data_dir: Path) -> tuple[Split, Split, str]:
+    """Both splits of a data set and its fingerprint (the splits must agree)."""
+    train = load_split(data_dir, "train")
+    test = load_split(data_dir, "test", fingerprint=train.fingerprint)
+    return train, test, train.fingerprint

@@ -1,0 +1,427 @@
+"""The feature-learning stage: backbone + memory bank trained with the ISL loss.
+
+One epoch is: a permutation and augmentation drawn from a generator seeded by
+(seed, epoch), then for each batch
+
+    1. forward      f = backbone(augment(x))             (B, D), unit rows
+    2. logits       z = f @ M.T / T                      (B, N), old bank
+    3. loss         ISL (or plain instance loss in round 0)
+    4. step         SGD
+    5. bank update  M_i <- normalise(m M_i + (1 - m) f_i), no grad
+
+After each epoch: kNN on the bank at the evaluation cadence, the LR plateau
+scheduler, a checkpoint (atomic) and one JSON line of metrics. Because every
+random draw comes from seeded generators, a run resumed from a checkpoint
+(epoch boundary or a Ctrl-C mid-epoch) continues bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isl_cli.artifacts import atomic_write_bytes
+from isl_cli.bank import MemoryBank
+from isl_cli.checkpoints import (
+    features_header,
+    features_id,
+    load_features,
+    load_neighbors,
+    metrics_path,
+    partial_path,
+    save_features,
+)
+from isl_cli.config import FeaturesConfig, from_dict, to_dict
+from isl_cli.data.store import Split
+from isl_cli.engine.common import BackboneSpec, batch_source, embed, load_train_test, resolve_spec
+from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
+from isl_cli.engine.state import (
+    derive_seed,
+    generator_for,
+    load_module,
+    load_optimizer,
+    load_scheduler,
+    module_tensors,
+    optimizer_tensors,
+    scheduler_state,
+)
+from isl_cli.errors import IslError, StageInterrupted
+from isl_cli.knn import weighted_knn
+from isl_cli.losses import instance_loss, isl_loss
+from isl_cli.neighbors import NeighborGraph
+
+LOSS_TERMS = ("loss", "inst", "aff", "hp")
+
+
+@dataclass
+class FeaturesJob:
+    """What `isl train-features` was asked to do."""
+
+    config: FeaturesConfig
+    data_dir: Path
+    out: Path
+    device: torch.device
+    init: Path | None = None
+    neighbors: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    round_index: int | None = None
+    variant: str | None = None
+    progress: bool = True
+    resume_command: str | None = None
+
+
+@dataclass
+class FeaturesResult:
+    """What the stage produced."""
+
+    out: Path
+    round: int
+    history: list[dict[str, Any]]
+    skipped: bool = False
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint restores."""
+
+    cfg: FeaturesConfig
+    spec: BackboneSpec
+    model: torch.nn.Module
+    bank: MemoryBank
+    graph: NeighborGraph
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    round: int
+    stage_epochs: int = 0  # epochs completed in this stage
+    start_epoch: int = 0  # global epoch at which this stage began
+    resume_batch: int = 0  # batches already done in the current epoch
+    partial_sums: list[float] = field(default_factory=lambda: [0.0] * 5)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    origin: dict[str, Any] = field(default_factory=dict)  # init / neighbors provenance
+
+    @property
+    def epoch(self) -> int:
+        """Global index of the epoch in progress (continues across rounds)."""
+        return self.start_epoch + self.stage_epochs
+
+
+def train_features(job: FeaturesJob) -> FeaturesResult:
+    """Run (or resume) the feature-learning stage and write the features artifact."""
+    train, test, fingerprint = load_train_test(job.data_dir)
+    partial = partial_path(job.out)
+    if job.resume:
+        if partial.exists():
+            state = _restore(partial, train, fingerprint, job.device)
+            log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
+                + (f", batch {state.resume_batch}" if state.resume_batch else ""))
+        elif job.out.exists():
+            header = features_header(job.out)
+            if header.meta.get("complete"):
+                log(f"{job.out} is already complete; nothing to resume")
+                return FeaturesResult(job.out, int(header.meta.get("round", 0)),
+                                      list(header.meta.get("history", [])), skipped=True)
+            raise IslError(f"{job.out}: is not a finished features file and no checkpoint is beside it")
+        else:
+            raise IslError(f"nothing to resume: neither {partial} nor {job.out} exists")
+    else:
+        if partial.exists() and not job.overwrite:
+            raise IslError(f"{partial}: an interrupted run of this stage is here; add --resume to continue it, "
+                           "or --overwrite to start over")
+        if job.out.exists() and not job.overwrite:
+            raise IslError(f"{job.out}: already exists; pass --overwrite to replace it, or choose another --out")
+        state = _fresh_state(job, train, fingerprint)
+    if state.stage_epochs >= state.cfg.epochs:
+        return _finish(job, state, fingerprint, partial)
+    _run_epochs(job, state, train, test, fingerprint, partial)
+    return _finish(job, state, fingerprint, partial)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
+    cfg = job.config.validate()
+    n = len(train)
+    origin: dict[str, Any] = {"init": str(job.init) if job.init else None,
+                              "neighbors": str(job.neighbors) if job.neighbors else None}
+    init = None
+    if job.init is not None:
+        init = load_features(job.init, fingerprint=fingerprint, num_images=n, device=job.device)
+        spec = BackboneSpec.from_meta(init.meta["backbone"])
+        origin["init_id"] = init.meta.get("features_id")
+    else:
+        from isl_cli.data.store import dataset_header
+
+        spec = resolve_spec(cfg.arch, cfg.width, cfg.low_dim, job.variant, dataset_header(job.data_dir).meta)
+    torch.manual_seed(derive_seed(cfg.seed, "backbone-init"))
+    model = spec.build(job.device)
+    bank = MemoryBank(n, spec.low_dim, momentum=cfg.bank_momentum,
+                      generator=generator_for(cfg.seed, "bank-init"), device=job.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
+                                                           patience=cfg.lr_patience)
+    graph = NeighborGraph.empty(n, device=job.device)
+    round_index = 0
+    start_epoch, history = 0, []
+    if init is not None:
+        load_module(model, init.with_prefix("backbone."), str(job.init))
+        bank.memory.copy_(init["bank.memory"])
+        load_optimizer(optimizer, init.with_prefix("optim."), init.meta.get("optim", {}), str(job.init))
+        load_scheduler(scheduler, init.meta.get("scheduler", {}))
+        if "graph.pairs" in init.tensors:
+            graph = NeighborGraph.from_pairs(init["graph.pairs"], n).to(job.device)
+        start_epoch = int(init.meta.get("total_epochs", 0))
+        history = list(init.meta.get("history", []))
+        round_index = int(init.meta.get("round", 0))
+    if job.neighbors is not None:
+        nfile = load_neighbors(job.neighbors, fingerprint=fingerprint, num_images=n)
+        graph = NeighborGraph.from_pairs(nfile.pairs.to(job.device), n)
+        round_index = nfile.round + 1
+        origin["neighbors_entries"] = graph.num_entries()
+    if job.round_index is not None:
+        round_index = job.round_index
+    return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
+                  round=round_index, start_epoch=start_epoch, history=history, origin=origin)
+
+
+def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -> _State:
+    art = load_features(path, fingerprint=fingerprint, num_images=len(train), device=device)
+    cfg = from_dict(FeaturesConfig, art.config).validate()
+    spec = BackboneSpec.from_meta(art.meta["backbone"])
+    model = spec.build(device)
+    load_module(model, art.with_prefix("backbone."), str(path))
+    bank = MemoryBank(len(train), spec.low_dim, momentum=cfg.bank_momentum, device=device)
+    bank.memory.copy_(art["bank.memory"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    load_optimizer(optimizer, art.with_prefix("optim."), art.meta.get("optim", {}), str(path))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
+                                                           patience=cfg.lr_patience)
+    load_scheduler(scheduler, art.meta.get("scheduler", {}))
+    pairs = art.tensors.get("graph.pairs", torch.zeros(0, 2, dtype=torch.int64))
+    graph = NeighborGraph.from_pairs(pairs, len(train)).to(device)
+    meta = art.meta
+    return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
+                  round=int(meta.get("round", 0)), stage_epochs=int(meta.get("stage_epochs", 0)),
+                  start_epoch=int(meta.get("start_epoch", 0)), resume_batch=int(meta.get("resume_batch", 0)),
+                  partial_sums=[float(x) for x in meta.get("partial_sums", [0.0] * 5)],
+                  history=list(meta.get("history", [])), origin=dict(meta.get("origin", {})))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _run_epochs(job: FeaturesJob, state: _State, train: Split, test: Split, fingerprint: str, partial: Path) -> None:
+    cfg, device = state.cfg, job.device
+    source = batch_source(train, state.spec, train=True, batch_size=cfg.batch_size, device=device,
+                          num_workers=cfg.num_workers)
+    evaluator = _Evaluator(state, train, test, device)
+    plain = state.graph.num_entries() == 0
+    if plain:
+        log(f"round {state.round}: plain instance discrimination (no neighbours)")
+    else:
+        log(f"round {state.round}: ISL loss with {state.graph.num_entries()} neighbour entries")
+    batches_per_epoch = source.num_batches()
+    total_steps = batches_per_epoch * (cfg.epochs - state.stage_epochs) - state.resume_batch
+    with graceful_interrupt() as stop, make_progress(job.progress) as progress:
+        task = progress.add_task(f"round {state.round} features", total=total_steps, stats="")
+        while state.stage_epochs < cfg.epochs:
+            epoch_start = time.perf_counter()
+            meter = Throughput()
+            sums = torch.tensor(state.partial_sums, dtype=torch.float64, device="cpu").to(device)  # (5,) loss sums, count
+            generator = generator_for(cfg.seed, "features", state.epoch)
+            stream = source.batches(generator)
+            if state.resume_batch:
+                stream = itertools.islice(stream, state.resume_batch, None)
+            step = state.resume_batch
+            state.model.train()
+            for indices, images in stream:
+                terms = _train_step(state, indices, images, plain)
+                sums += torch.stack([terms[k].detach().double() * len(indices) for k in LOSS_TERMS]
+                                    + [torch.tensor(float(len(indices)), dtype=torch.float64, device=device)])
+                step += 1
+                meter.add(len(indices))
+                progress.advance(task)
+                if step % 10 == 0 or step == batches_per_epoch:
+                    means = _means(sums)
+                    if not all(map(_finite, means.values())):
+                        _non_finite(job, state, partial)
+                    progress.update(task, description=f"round {state.round} epoch {state.epoch + 1}",
+                                    stats=_stats(means, meter.rate))
+                if stop:
+                    means = _means(sums)
+                    if not all(map(_finite, means.values())):
+                        _non_finite(job, state, partial)
+                    state.resume_batch = step if step < batches_per_epoch else 0
+                    state.partial_sums = sums.tolist()
+                    if state.resume_batch == 0:
+                        _end_epoch(state, evaluator, sums, meter, epoch_start, partial, fingerprint, job)
+                    else:
+                        _save(job, state, partial, fingerprint, complete=False)
+                    raise StageInterrupted(f"stopped at epoch {state.epoch + 1}, batch {step}; "
+                                           f"checkpoint saved to {partial}", job.resume_command)
+            means = _means(sums)
+            if not all(map(_finite, means.values())):
+                _non_finite(job, state, partial)
+            _end_epoch(state, evaluator, sums, meter, epoch_start, partial, fingerprint, job)
+
+
+def _train_step(state: _State, indices: torch.Tensor, images: torch.Tensor, plain: bool) -> dict[str, torch.Tensor]:
+    temperature = state.cfg.temperature
+    features = state.model(images)  # (B, D)
+    logits = state.bank.logits(features, temperature)  # (B, N), from the old bank
+    if plain:
+        loss = instance_loss(logits, indices)
+        zero = loss.new_zeros(())
+        terms = {"loss": loss, "inst": loss.detach(), "aff": zero, "hp": zero}
+    else:
+        terms = isl_loss(logits, indices, state.graph, state.bank.memory, temperature, state.cfg.hp_weight)
+    state.optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    state.optimizer.step()
+    state.bank.update(indices, features.detach())  # then move the bank, no grad
+    return terms
+
+
+def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter: Throughput, epoch_start: float,
+               partial: Path, fingerprint: str, job: FeaturesJob) -> None:
+    cfg = state.cfg
+    record: dict[str, Any] = {"round": state.round, "epoch": state.epoch + 1, "stage_epoch": state.stage_epochs + 1,
+                              **_means(sums), "lr": state.optimizer.param_groups[0]["lr"]}
+    cadence = (state.epoch + 1) % cfg.eval_every == 0
+    last = state.stage_epochs + 1 == cfg.epochs
+    if cadence or last:
+        result = evaluator.evaluate()
+        if result is not None:
+            record.update(result)
+            if cadence:
+                state.scheduler.step(result["knn_top1"])
+    record["seconds"] = round(time.perf_counter() - epoch_start, 3)
+    record["images_per_s"] = round(meter.rate, 1)
+    state.history.append(record)
+    state.stage_epochs += 1
+    state.resume_batch = 0
+    state.partial_sums = [0.0] * 5
+    _save(job, state, partial, fingerprint, complete=False)
+    _write_metrics(job.out, state.history)
+    knn = f", kNN top-1 {record['knn_top1']:.2f}% ({record['knn_on']})" if "knn_top1" in record else ""
+    log(f"epoch {record['epoch']} (round {state.round}): loss {record['loss']:.4f}{knn}, lr {record['lr']:.4g}, "
+        f"{record['images_per_s']:.0f} img/s")
+
+
+def _finish(job: FeaturesJob, state: _State, fingerprint: str, partial: Path) -> FeaturesResult:
+    _save(job, state, job.out, fingerprint, complete=True)
+    partial.unlink(missing_ok=True)
+    _write_metrics(job.out, state.history)
+    return FeaturesResult(job.out, state.round, state.history)
+
+
+def _save(job: FeaturesJob, state: _State, path: Path, fingerprint: str, complete: bool) -> None:
+    tensors = module_tensors("backbone", state.model)
+    tensors["bank.memory"] = state.bank.memory
+    tensors["graph.pairs"] = state.graph.pairs()
+    optim_tensors, optim_info = optimizer_tensors("optim", state.optimizer)
+    tensors.update(optim_tensors)
+    meta = {
+        "round": state.round,
+        "stage_epochs": state.stage_epochs,
+        "start_epoch": state.start_epoch,
+        "total_epochs": state.epoch,
+        "resume_batch": state.resume_batch,
+        "partial_sums": state.partial_sums,
+        "complete": complete,
+        "history": state.history,
+        "optim": optim_info,
+        "scheduler": scheduler_state(state.scheduler),
+        "features_id": features_id(state.bank.memory),
+        "dataset": str(job.data_dir),
+        "backbone": state.spec.to_meta(),
+        "graph_entries": state.graph.num_entries(),
+        "origin": state.origin,
+    }
+    save_features(path, tensors, fingerprint=fingerprint, config=to_dict(state.cfg), meta=meta)
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite the JSON-lines log from the checkpoint's history (so resumes never duplicate lines)."""
+    import json
+
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    atomic_write_bytes(metrics_path(out), text.encode())
+
+
+def _non_finite(job: FeaturesJob, state: _State, partial: Path) -> None:
+    kept = partial if partial.exists() else (job.init or "none (no epoch finished yet)")
+    raise IslError(f"non-finite loss in round {state.round}, epoch {state.epoch + 1}: the stage stopped and saved "
+                   f"nothing new; last good checkpoint: {kept} (try a lower --lr)")
+
+
+def _means(sums: torch.Tensor) -> dict[str, float]:
+    values = sums.tolist()
+    count = max(values[4], 1.0)
+    return {k: values[i] / count for i, k in enumerate(LOSS_TERMS)}
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _stats(means: dict[str, float], rate: float) -> str:
+    parts = [f"loss {means['loss']:.3f}", f"inst {means['inst']:.3f}"]
+    if means["aff"] or means["hp"]:
+        parts += [f"aff {means['aff']:.3f}", f"hp {means['hp']:.3f}"]
+    return " ".join(parts) + f" | {rate:.0f} img/s"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Evaluator:
+    """kNN during training: test split (the reference) or a held-out part of train."""
+
+    def __init__(self, state: _State, train: Split, test: Split, device: torch.device):
+        self.state, self.train, self.test, self.device = state, train, test, device
+        cfg = state.cfg
+        self.mode = "val" if cfg.val_split > 0 else "test"
+        self.labels = train.labels.to(device)
+        self.warned = False
+        if self.mode == "val":
+            perm = torch.randperm(len(train), generator=generator_for(cfg.seed, "val-split"))
+            count = max(1, int(round(cfg.val_split * len(train))))
+            self.queries = perm[:count].sort().values
+            keep = torch.ones(len(train), dtype=torch.bool)
+            keep[self.queries] = False
+            self.keys = keep.nonzero().squeeze(1).to(device)
+        self.can_score = train.labelled and (self.mode == "val" or (len(test) > 0 and test.labelled))
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if not self.can_score:
+            if not self.warned:
+                log("[yellow]no labels: kNN accuracy cannot be scored, so the LR scheduler never steps[/yellow]")
+                self.warned = True
+            return None
+        cfg, state = self.state.cfg, self.state
+        memory = state.bank.memory
+        if self.mode == "val":
+            queries = embed(state.model, self.train, state.spec, device=self.device, batch_size=256,
+                            num_workers=cfg.num_workers, subset=self.queries)
+            query_labels = self.labels[self.queries.to(self.device)]
+            keys, key_labels = memory[self.keys], self.labels[self.keys]
+        else:
+            queries = embed(state.model, self.test, state.spec, device=self.device, batch_size=256,
+                            num_workers=cfg.num_workers)
+            query_labels = self.test.labels.to(self.device)
+            keys, key_labels = memory, self.labels
+        k = min(cfg.eval_k, len(keys))
+        result = weighted_knn(queries, query_labels, keys, key_labels, [k], cfg.temperature,
+                              num_classes=int(self.labels.max()) + 1)[k]
+        return {"knn_top1": result.top1, "knn_top5": result.top5, "knn_k": k, "knn_on": self.mode}
