@@ -18,6 +18,8 @@ Determinism:
 - Among classes with equal weight sums, the lower class index wins (again a
   stable descending sort); top-5 takes the first 5 classes of that order.
 
+`knn_predict` returns the per-query class ranking (best 5) by the same rule.
+
 Unknown labels (-1) cannot be scored: `weighted_knn` raises ValueError when any
 query or key label is -1; `can_score(labels)` lets a caller check beforehand.
 """
@@ -25,7 +27,7 @@ query or key label is -1; `can_score(labels)` lets a caller check beforehand.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -143,25 +145,48 @@ def block_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, idx
 
 
+def compute_dtype(queries: torch.Tensor) -> torch.dtype:
+    """float64 for float64 queries, else float32 (half-precision features are scored in float32)."""
+    return torch.float64 if queries.dtype == torch.float64 else torch.float32
+
+
+def make_workspace(queries: torch.Tensor, num_keys: int, query_chunk: int, key_chunk: int) -> torch.Tensor:
+    """A flat buffer for one (query chunk x key chunk) similarity block, reused by every block.
+
+    Reusing it avoids allocating (and, on a CPU, page-faulting in) a fresh block of
+    up to query_chunk x key_chunk floats for each matmul.
+    """
+    rows = min(query_chunk, queries.shape[0])
+    cols = min(key_chunk, num_keys)
+    return torch.empty(rows * cols, dtype=compute_dtype(queries), device=queries.device)  # (rows * cols,)
+
+
 def topk_rows(
-    queries: torch.Tensor, keys: torch.Tensor, k: int, key_chunk: int
+    queries: torch.Tensor, keys: torch.Tensor, k: int, key_chunk: int, workspace: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k keys for one chunk of queries, merging key chunks into a running top-k.
 
     Args:
         queries: (q, D) on the compute device; keys: (N, D) on any device; 1 <= k <= N.
+        key_chunk: keys per block.
+        workspace: optional flat buffer of at least q x min(key_chunk, N) elements of
+            the compute dtype (see `make_workspace`); allocated here when absent.
 
     Returns:
-        (q, k) similarities (float32, or float64 for float64 queries) sorted descending (ties: lower index first), (q, k) int64 indices.
+        (q, k) similarities (float32; float64 for float64 queries) sorted descending
+        (ties: lower index first) and (q, k) int64 key indices.
     """
     device = queries.device
-    dtype = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(queries)
     queries = queries.to(dtype)  # (q, D)
+    if workspace is None:
+        workspace = make_workspace(queries, keys.shape[0], queries.shape[0], key_chunk)
     best_sims = queries.new_empty((queries.shape[0], 0))  # (q, 0)
     best_idx = torch.empty((queries.shape[0], 0), dtype=torch.long, device=device)  # (q, 0)
     for start in range(0, keys.shape[0], key_chunk):
         block = keys[start : start + key_chunk].to(device=device, dtype=dtype)  # (c, D)
-        sims = queries @ block.T  # (q, c)
+        out = workspace[: queries.shape[0] * block.shape[0]].view(queries.shape[0], block.shape[0])  # (q, c)
+        sims = torch.mm(queries, block.T, out=out)  # (q, c), valid until the next block
         sims, idx = block_topk(sims, min(k, block.shape[0]))  # (q, kc), (q, kc)
         best_sims = torch.cat([best_sims, sims], dim=1)  # (q, k + kc)
         best_idx = torch.cat([best_idx, idx + start], dim=1)  # (q, k + kc)
@@ -169,6 +194,7 @@ def topk_rows(
     return best_sims, best_idx
 
 
+@torch.no_grad()
 def topk_similar(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -186,8 +212,10 @@ def topk_similar(
             query_chunk x key_chunk float32 similarities.
 
     Returns:
-        sims (Q, k) float32 (float64 for float64 queries) sorted descending (equal similarities: lower key index
-        first) and idx (Q, k) int64 key indices, on the queries' device.
+        sims (Q, k) float32 (float64 for float64 queries) sorted descending (equal
+        similarities: lower key index first) and idx (Q, k) int64 key indices, on the
+        queries' device. Keys on another device are copied block by block once per
+        query chunk: keep them on the queries' device when they fit.
     """
     check_features(queries, keys)
     query_chunk = positive_int("query_chunk", query_chunk)
@@ -195,7 +223,9 @@ def topk_similar(
     k = positive_int("k", k)
     if k > keys.shape[0]:
         raise ValueError(f"k must be an integer in 1..{keys.shape[0]} (the number of keys), got {k!r}")
-    parts = [topk_rows(queries[s : s + query_chunk], keys, k, key_chunk) for s in range(0, queries.shape[0], query_chunk)]
+    workspace = make_workspace(queries, keys.shape[0], query_chunk, key_chunk)
+    starts = range(0, queries.shape[0], query_chunk)
+    parts = [topk_rows(queries[s : s + query_chunk], keys, k, key_chunk, workspace) for s in starts]
     if not parts:
         empty = torch.empty((0, k), device=queries.device)
         return empty, empty.long()
@@ -232,6 +262,99 @@ def class_ranking(neighbor_labels: torch.Tensor, weights: torch.Tensor, num_clas
     return order[:, :TOP5]  # (q, min(5, C))
 
 
+def prepare_knn(
+    queries: torch.Tensor,
+    query_labels: torch.Tensor | None,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int | None,
+    query_chunk: int,
+    key_chunk: int,
+) -> tuple[tuple[int, ...], tuple[int, ...], int, torch.Tensor]:
+    """Validate the inputs of a kNN evaluation.
+
+    Returns:
+        (requested ks, ks clamped to N, number of classes C, key labels as int64 on the queries' device).
+    """
+    check_features(queries, keys)
+    positive_int("query_chunk", query_chunk)
+    positive_int("key_chunk", key_chunk)
+    if queries.shape[0] < 1:
+        raise ValueError("kNN needs at least one query (test) feature")
+    if query_labels is None:
+        query_labels = key_labels.new_zeros((queries.shape[0],))  # (Q,) stand-in: predictions only
+    check_labels(query_labels, key_labels, queries.shape[0], keys.shape[0])
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    requested = tuple(positive_int("k", k) for k in ks)
+    used_ks, _ = clamp_ks(requested, keys.shape[0])
+    key_labels = key_labels.to(device=queries.device, dtype=torch.long)  # (N,)
+    top_label = int(key_labels.max())
+    num_classes = top_label + 1 if num_classes is None else positive_int("num_classes", num_classes)
+    if num_classes <= top_label:
+        raise ValueError(f"num_classes ({num_classes}) must exceed every training label (max {top_label})")
+    return requested, used_ks, num_classes, key_labels
+
+
+def ranked_classes_by_chunk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    used_ks: tuple[int, ...],
+    temperature: float,
+    num_classes: int,
+    query_chunk: int,
+    key_chunk: int,
+) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """Yield (start row, [best classes (q, min(5, C)) for each k]) per query chunk.
+
+    One top-k search with the largest k per chunk; each k uses its first k neighbours.
+    """
+    k_max = max(used_ks)
+    workspace = make_workspace(queries, keys.shape[0], query_chunk, key_chunk)
+    for start in range(0, queries.shape[0], query_chunk):
+        chunk = queries[start : start + query_chunk]  # (q, D)
+        sims, idx = topk_rows(chunk, keys, k_max, key_chunk, workspace)  # (q, kmax), (q, kmax)
+        neighbor_labels = key_labels[idx]  # (q, kmax)
+        weights = torch.exp(sims / temperature)  # (q, kmax)
+        yield start, [class_ranking(neighbor_labels[:, :k], weights[:, :k], num_classes) for k in used_ks]
+
+
+@torch.no_grad()
+def knn_predict(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    ks: Sequence[int] = (DEFAULT_K,),
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    *,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    key_chunk: int = DEFAULT_KEY_CHUNK,
+) -> dict[int, torch.Tensor]:
+    """Weighted-kNN class ranking of every query (same rule as `weighted_knn`).
+
+    Args: as `weighted_knn` (no query labels).
+
+    Returns:
+        {requested k: (Q, min(5, C)) int64 classes, best first (ties: lower class first)}.
+    """
+    requested, used_ks, num_classes, key_labels = prepare_knn(
+        queries, None, keys, key_labels, ks, temperature, num_classes, query_chunk, key_chunk
+    )
+    parts: list[list[torch.Tensor]] = [[] for _ in used_ks]
+    chunks = ranked_classes_by_chunk(
+        queries, keys, key_labels, used_ks, temperature, num_classes, query_chunk, key_chunk
+    )
+    for _, ranked in chunks:
+        for slot, best in enumerate(ranked):
+            parts[slot].append(best)
+    return {asked: torch.cat(parts[slot]) for slot, asked in enumerate(requested)}
+
+
+@torch.no_grad()
 def weighted_knn(
     queries: torch.Tensor,
     query_labels: torch.Tensor,
@@ -255,7 +378,7 @@ def weighted_knn(
         key_labels: (N,) int training labels.
         ks: the k values; each larger than N is clamped to N.
         temperature: sigma in the weight exp(sim / sigma) (0.1 for 32x32 data, 0.07 for ImageNet).
-        num_classes: C; default max(key label) + 1. Query labels >= C are simply never predicted.
+        num_classes: C; default max(training label) + 1. Query labels >= C are simply never predicted.
         query_chunk, key_chunk: block sizes (see `topk_similar`).
 
     Returns:
@@ -266,41 +389,26 @@ def weighted_knn(
         ValueError: shapes, empty inputs, bad k/temperature/num_classes, or
             unknown (-1) labels in either split.
     """
-    check_features(queries, keys)
-    query_chunk = positive_int("query_chunk", query_chunk)
-    key_chunk = positive_int("key_chunk", key_chunk)
-    if queries.shape[0] < 1:
-        raise ValueError("kNN needs at least one query (test) feature")
-    check_labels(query_labels, key_labels, queries.shape[0], keys.shape[0])
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    requested = tuple(positive_int("k", k) for k in ks)
-    used_ks, _ = clamp_ks(requested, keys.shape[0])
+    requested, used_ks, num_classes, key_labels = prepare_knn(
+        queries, query_labels, keys, key_labels, ks, temperature, num_classes, query_chunk, key_chunk
+    )
     device = queries.device
-    key_labels = key_labels.to(device=device, dtype=torch.long)  # (N,)
     query_labels = query_labels.to(device=device, dtype=torch.long)  # (Q,)
-    top_label = int(key_labels.max())
-    num_classes = top_label + 1 if num_classes is None else positive_int("num_classes", num_classes)
-    if num_classes <= top_label:
-        raise ValueError(f"num_classes ({num_classes}) must exceed every training label (max {top_label})")
-
-    k_max = max(used_ks)
     top1_hits = torch.zeros(len(used_ks), dtype=torch.long, device=device)  # (K,)
     top5_hits = torch.zeros(len(used_ks), dtype=torch.long, device=device)  # (K,)
-    for start in range(0, queries.shape[0], query_chunk):
-        sims, idx = topk_rows(queries[start : start + query_chunk], keys, k_max, key_chunk)  # (q, kmax)
+    chunks = ranked_classes_by_chunk(
+        queries, keys, key_labels, used_ks, temperature, num_classes, query_chunk, key_chunk
+    )
+    for start, ranked in chunks:
         truth = query_labels[start : start + query_chunk].unsqueeze(1)  # (q, 1)
-        neighbor_labels = key_labels[idx]  # (q, kmax)
-        weights = torch.exp(sims / temperature)  # (q, kmax)
-        for slot, k in enumerate(used_ks):
-            best = class_ranking(neighbor_labels[:, :k], weights[:, :k], num_classes)  # (q, <=5)
+        for slot, best in enumerate(ranked):  # best: (q, <=5)
             top1_hits[slot] += (best[:, :1] == truth).sum()
             top5_hits[slot] += (best == truth).any(dim=1).sum()
 
     total = queries.shape[0]
     top1 = (top1_hits.double() * 100.0 / total).tolist()
     top5 = (top5_hits.double() * 100.0 / total).tolist()
-    results: dict[int, KnnResult] = {}
-    for slot, (asked, used) in enumerate(zip(requested, used_ks)):
-        results[asked] = KnnResult(k=used, top1=top1[slot], top5=top5[slot], num_queries=total, clamped=used != asked)
-    return results
+    return {
+        asked: KnnResult(k=used, top1=top1[slot], top5=top5[slot], num_queries=total, clamped=used != asked)
+        for slot, (asked, used) in enumerate(zip(requested, used_ks))
+    }

@@ -36,7 +36,9 @@ CIFAR_ALEXNET_INPUT = 32
 IMAGENET_ALEXNET_INPUT = 227
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+) -> list[nn.Module]:
     """Conv (no bias) -> BatchNorm2d -> ReLU, as a list to splice into a Sequential."""
     return [
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
