@@ -81,6 +81,10 @@ class AugmentParams:
     def __len__(self) -> int:
         return len(self.crop_top)
 
+    def rows(self, start: int, end: int) -> "AugmentParams":
+        """The parameters of images start..end-1 (views, no copy)."""
+        return AugmentParams(**{f.name: getattr(self, f.name)[start:end] for f in fields(self)})
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "AugmentParams":
         """The same parameters on another device."""
         moved = {f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
@@ -234,13 +238,14 @@ def _blend_step(images: Tensor, op: Tensor, active: Tensor, factors: Tensor) -> 
     is_blend = active & (op != HUE)  # (B,)
     factor = factors.gather(1, op.clamp(max=SATURATION)[:, None]).squeeze(1)  # (B,)
     factor = torch.where(is_blend, factor, torch.ones_like(factor))  # (B,)
-    rest = (1.0 - factor.double()).to(images.dtype)  # (B,) as torchvision's float(1 - ratio)
+    rest = 1.0 - factor  # (B,) exact for factors in [0.5, 2] (Sterbenz), as torchvision's float(1 - ratio)
+    gray_weight = torch.where(op == SATURATION, rest, 0.0)[:, None, None, None]  # (B, 1, 1, 1)
+    mean_weight = torch.where(op == CONTRAST, rest, 0.0)[:, None, None, None]  # (B, 1, 1, 1)
     gray = grayscale(images)  # (B, 1, H, W)
     mean_gray = gray.mean(dim=(-2, -1), keepdim=True)  # (B, 1, 1, 1)
-    op4 = op[:, None, None, None]  # (B, 1, 1, 1)
-    reference = torch.where(op4 == CONTRAST, mean_gray, torch.where(op4 == SATURATION, gray, 0.0))  # (B, 1, H, W)
-    out = factor[:, None, None, None] * images + rest[:, None, None, None] * reference  # (B, 3, H, W)
-    return out.clamp(0.0, 1.0)
+    reference = gray_weight * gray + mean_weight * mean_gray  # (B, 1, H, W) (1 - f) * ref, one term nonzero
+    out = factor[:, None, None, None] * images + reference  # (B, 3, H, W) products rounded as torchvision's
+    return out.clamp_(0.0, 1.0)
 
 
 def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
@@ -300,7 +305,7 @@ def color_jitter(images: Tensor, params: AugmentParams) -> Tensor:
     """
     order = params.order  # (B, 4)
     factors = torch.stack((params.brightness, params.contrast, params.saturation), dim=1)  # (B, 3)
-    hue_step = (order == HUE).to(torch.uint8).argmax(dim=1)  # (B,) position of the hue op
+    hue_step = (order == HUE).to(torch.float32).argmax(dim=1)  # (B,) position of the hue op
     for step in range(HUE):  # steps 0..2 can come before the hue op
         images = _blend_step(images, order[:, step], hue_step > step, factors)
     images = adjust_hue(images, params.hue)  # (B, 3, H, W) one pass: every image's hue op
