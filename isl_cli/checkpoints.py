@@ -125,3 +125,23 @@ def load_neighbors(path: Path, *, fingerprint: str | None, num_images: int) -> N
         meta=art.meta,
         path=Path(path),
     )
+
+
+# --------------------------------------------------------------------------- gan
+
+
+def save_gan(path: Path, tensors: dict[str, torch.Tensor], *, fingerprint: str, config: dict[str, Any],
+             meta: dict[str, Any]) -> None:
+    """Write a gan artifact (final or partial)."""
+    write_artifact(path, "gan", tensors, fingerprint=fingerprint, config=config, meta=meta)
+
+
+def load_gan(path: Path, *, fingerprint: str | None, device: str | torch.device = "cpu") -> Artifact:
+    """Read and validate a gan artifact (network shapes are checked when loaded into modules)."""
+    art = read_artifact(path, "gan", fingerprint=fingerprint, device=device, expect={
+        "g_losses": Expect(torch.float64, ("E",)),
+        "d_losses": Expect(torch.float64, ("E",)),
+    })
+    if not art.with_prefix("generator.") or not art.with_prefix("discriminator."):
+        raise IslError(f"{path}: holds no generator or discriminator weights")
+    return art

@@ -82,3 +82,38 @@ RootOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on CPU gives bit-identical results.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def sibling(path: Path, stage: str) -> Path:
+    """`runs/x/r0-features.safetensors` -> `runs/x/r0-<stage>.safetensors` (default outputs)."""
+    name = path.name
+    if "features" in name:
+        return path.with_name(name.replace("features", stage, 1))
+    stem = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    return path.with_name(f"{stem}-{stage}.safetensors")
+
+
+def require_features(features: Path | None) -> Path:
+    """The features checkpoint a stage needs, or one line saying to make it first."""
+    if features is None:
+        raise IslError("no features checkpoint given (--features): run `isl train-features` first "
+                       "(round 0 is plain instance discrimination)")
+    if not Path(features).exists():
+        raise IslError(f"{features}: no such features checkpoint; run `isl train-features` first "
+                       "(round 0 is plain instance discrimination)")
+    return Path(features)
+
+
+def resume_command(command: str) -> str:
+    """The command line that resumes the current invocation (shown after Ctrl-C)."""
+    import shlex
+
+    argv = sys.argv[1:]
+    if command in argv:
+        argv = argv[argv.index(command):]
+    else:
+        argv = [command]
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "isl " + " ".join(shlex.quote(a) for a in args)

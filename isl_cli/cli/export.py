@@ -1,8 +1,46 @@
-"""`isl export` (placeholder until its issue lands)."""
+"""`isl export CHECKPOINT`: the backbone or the embeddings, for use elsewhere."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from isl_cli.cli.common import DeviceOpt, JsonOpt, console
+
+Opt = typer.Option
 
 
-def export() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("export")
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A features artifact (from train-features or isl run).", show_default=False)],
+    what: Annotated[str, Opt("--what", help="backbone (weights + architecture + normalisation) or embeddings (N x D features of a split).")] = "backbone",
+    out: Annotated[Optional[Path], Opt("--out", help="Output file (required).", show_default=False)] = None,
+    fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) [default: from OUT's suffix].", show_default=False)] = None,
+    split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
+    batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Export the backbone (safetensors with architecture and normalisation in the metadata, loadable with
+    `isl_cli.models.loading.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
+    the head; or ONNX) or the embeddings of a data set split (safetensors or .npy)."""
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.export import export_backbone, export_embeddings
+    from isl_cli.errors import IslError
+
+    if out is None:
+        raise IslError("--out is required: where to write the export")
+    if fmt is None:
+        fmt = {".onnx": "onnx", ".npy": "npy"}.get(out.suffix, "safetensors")
+    if what == "backbone":
+        info = export_backbone(checkpoint, out, fmt, resolve_device(device))
+    elif what == "embeddings":
+        info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size)
+    else:
+        raise IslError(f"--what must be backbone or embeddings, got {what!r}")
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "what": what, **info}, indent=2))
+    else:
+        console.print(f"[bold green]exported[/bold green] {what} -> {out} ({fmt})")

@@ -1,8 +1,68 @@
-"""`isl mine-neighbors` (placeholder until its issue lands)."""
+"""`isl mine-neighbors`: GAN proxies turned into new neighbour pairs."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from isl_cli.artifacts import read_header
+from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, sibling
+from isl_cli.config import override, preset_configs
+
+Opt = typer.Option
 
 
-def mine_neighbors() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("mine-neighbors")
+def mine_neighbors(
+    features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint (required).", show_default=False)] = None,
+    gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features [default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow [default: the one the features were trained with]. Never modified.", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new [default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
+    preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
+    tau: Annotated[Optional[float], Opt("--tau", help="Score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
+    base_radius: Annotated[Optional[float], Opt("--base-radius", help="R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].", show_default=False)] = None,
+    top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
+    per_round: Annotated[Optional[float], Opt("--per-round", help="Quota: (round+1) x this x N neighbour entries [0.5].", show_default=False)] = None,
+    max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on passes over the data [200].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size [128].", show_default=False)] = None,
+    num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
+    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number [default: the features' round].", show_default=False)] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Mine neighbour pairs: for each image whose proxy the discriminator trusts (s > tau), the bank rows among the
+    10 nearest the proxy within radius r join its neighbour set, symmetrically. Passes repeat until the round's
+    quota of (round+1) x 0.5 x N entries is exceeded or --max-passes. Labels, when known, are used only to report
+    the precision of the mined pairs.
+    """
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.mine import MineJob, mine_neighbors as run_stage
+
+    features = require_features(features)
+    imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
+    _, _, base = preset_configs(preset, imagenet)
+    config = override(base, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
+                      max_passes=max_passes, batch_size=batch_size, num_draws=num_draws, seed=seed,
+                      num_workers=workers)
+    job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
+                  out=out or sibling(features, "neighbors"), device=resolve_device(device), neighbors=neighbors,
+                  round_index=round_index, overwrite=overwrite, progress=not quiet)
+    result = run_stage(job)
+    table = Table(title=f"neighbours {result.out} (round {result.round})", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    stats = result.stats
+    table.add_row("neighbour entries", f"{result.entries} (quota {result.quota}, {'reached' if result.reached else 'NOT reached'})")
+    table.add_row("passes", str(result.passes))
+    table.add_row("new pairs this round", str(stats.get("new_pairs", 0)))
+    for key, label in (("precision", "precision, all pairs"), ("new_precision", "precision, new pairs"),
+                       ("chance_precision", "precision by chance"), ("share_with_neighbors", "images with a neighbour")):
+        if stats.get(key) is not None:
+            table.add_row(label, f"{100 * stats[key]:.1f}%")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    console.print(table)

@@ -1,8 +1,30 @@
-"""`isl report` (placeholder until its issue lands)."""
+"""`isl report RUN_DIR`: PNG figures of a run."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from isl_cli.cli.common import DeviceOpt, console
 
 
-def report() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `isl run` (or stage files named rR-STAGE.safetensors).", show_default=False)],
+    queries: Annotated[int, typer.Option("--queries", help="Test images in the retrieval grid.")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Which test images the retrieval grid shows.")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw PNG figures of a run: kNN accuracy per epoch across rounds, the loss terms, neighbours per image and
+    mined-pair precision per round, GAN losses, and a grid of test images with their 10 nearest training images
+    (green border: same label, red: different)."""
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.report import write_report
+
+    if not run_dir.is_dir():
+        from isl_cli.errors import IslError
+
+        raise IslError(f"{run_dir}: no such run folder")
+    for path in write_report(run_dir, device=resolve_device(device), num_queries=queries, seed=seed):
+        console.print(f"wrote {path}")

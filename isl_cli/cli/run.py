@@ -1,8 +1,140 @@
-"""`isl run` (placeholder until its issue lands)."""
+"""`isl run`: the whole ISL schedule in one command, resumable at any moment."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from isl_cli.cli.common import DeviceOpt, RootOpt, console, default_root, err_console
+from isl_cli.config import RunConfig, override, preset_configs
+
+Opt = typer.Option
 
 
-def run() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("run")
+def run(
+    dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
+    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set; quick: small width and few epochs, the whole schedule on shapes in minutes on a CPU.")] = "paper",
+    rounds: Annotated[int, Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors.")] = 4,
+    run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact [default: runs/DATASET].", show_default=False)] = None,
+    root: RootOpt = None,
+    source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder [default: ROOT/DATASET].", show_default=False)] = None,
+    k: Annotated[Optional[list[int]], Opt("--k", help="k of the final kNN evaluation; repeatable [200].", show_default=False)] = None,
+    # feature stage
+    epochs: Annotated[Optional[int], Opt("--epochs", help="train-features epochs per round.", show_default=False)] = None,
+    arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet.", show_default=False)] = None,
+    width: Annotated[Optional[float], Opt("--width", help="ResNet channel multiplier.", show_default=False)] = None,
+    low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size of every stage.", show_default=False)] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate.", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], Opt("--weight-decay", show_default=False)] = None,
+    temperature: Annotated[Optional[float], Opt("--temperature", show_default=False)] = None,
+    hp_weight: Annotated[Optional[float], Opt("--hp-weight", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], Opt("--eval-every", show_default=False)] = None,
+    eval_k: Annotated[Optional[int], Opt("--eval-k", show_default=False)] = None,
+    val_split: Annotated[Optional[float], Opt("--val-split", help="Held-out share of train for the LR scheduler (default: test set, as the paper's code).", show_default=False)] = None,
+    # gan stage
+    gan_epochs: Annotated[Optional[int], Opt("--gan-epochs", help="Fixed GAN epochs per round (instead of the paper's rule).", show_default=False)] = None,
+    gan_max_epochs: Annotated[Optional[int], Opt("--gan-max-epochs", help="Hard cap on GAN epochs.", show_default=False)] = None,
+    gan_lr: Annotated[Optional[float], Opt("--gan-lr", show_default=False)] = None,
+    num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K (GAN and mining).", show_default=False)] = None,
+    # mining stage
+    tau: Annotated[Optional[float], Opt("--tau", show_default=False)] = None,
+    base_radius: Annotated[Optional[float], Opt("--base-radius", show_default=False)] = None,
+    top_k: Annotated[Optional[int], Opt("--top-k", show_default=False)] = None,
+    per_round: Annotated[Optional[float], Opt("--per-round", show_default=False)] = None,
+    max_passes: Annotated[Optional[int], Opt("--max-passes", show_default=False)] = None,
+    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
+    seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
+    report: Annotated[bool, Opt("--report/--no-report", help="Draw the PNG figures at the end.")] = True,
+    device: DeviceOpt = "auto",
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Run the whole ISL schedule unattended: for each round train-features, train-gan, mine-neighbors (the last round
+    stops after train-features: the paper's code also mines after it, but nothing uses those neighbours), then
+    eval-knn with recomputed features, a table per round, summary.json and the report's figures.
+
+    Run the same command again to continue after any interruption (even a kill): finished stages are skipped and an
+    interrupted one resumes from its checkpoint. A run folder holding a different config is refused unless
+    --overwrite. The data set is fetched first when that needs no network (shapes, or --source).
+    """
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.schedule import RunJob, run_schedule
+
+    data_root = root or default_root()
+    data_dir = data or data_root / dataset
+    if not (data_dir / "train.safetensors").exists():
+        from isl_cli.data.sources.fetch import prepare_dataset
+
+        data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
+                                   progress=not quiet, allow_download=False)
+    imagenet = _is_imagenet(data_dir)
+    features, gan, mine = preset_configs(preset, imagenet)
+    features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
+                        lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
+                        eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers, seed=seed)
+    gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
+                   batch_size=batch_size, num_workers=workers, seed=seed)
+    mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round, max_passes=max_passes,
+                    num_draws=num_draws, batch_size=batch_size, num_workers=workers, seed=seed)
+    config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
+                       eval_ks=tuple(k or [200]))
+    run_dir = run_dir or Path("runs") / dataset
+    job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=resolve_device(device),
+                 overwrite=overwrite, progress=not quiet, resume_command=_rerun_command())
+    summary = run_schedule(job)
+    print_summary(summary)
+    if report:
+        from isl_cli.engine.report import write_report
+
+        paths = write_report(run_dir)
+        err_console.print(f"figures: {', '.join(str(p) for p in paths)}")
+
+
+def print_summary(summary: dict) -> None:
+    """The per-round table of a run."""
+    table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left")
+    for name in ("round", "kNN top-1 %", "kNN top-5 %", "neighbours / image", "mined precision %",
+                 "(chance %)", "time s"):
+        table.add_column(name, justify="right")
+    for row in summary["rounds"]:
+        table.add_row(
+            str(row["round"]), _pct(row.get("knn_top1")), _pct(row.get("knn_top5")),
+            _num(row.get("mined_neighbors_per_image")), _pct(row.get("mined_precision"), 100),
+            _pct(row.get("mined_chance_precision"), 100), f"{row.get('seconds', 0):.0f}",
+        )
+    final = summary.get("final")
+    if final and final.get("scored"):
+        for res in final["results"]:
+            table.add_row(f"final k={res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
+                          f"{summary.get('total_seconds', 0):.0f}")
+    console.print(table)
+    if final and not final.get("scored"):
+        err_console.print(f"[yellow]{final.get('note')}[/yellow]")
+
+
+def _pct(value, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.2f}"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _is_imagenet(data_dir: Path) -> bool:
+    from isl_cli.artifacts import read_header
+
+    meta = read_header(data_dir / "train.safetensors", "dataset").meta
+    size = meta.get("image_size")
+    return meta.get("storage") == "files" or size is None or int(size) > 64
+
+
+def _rerun_command() -> str:
+    import shlex
+    import sys
+
+    return "isl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["run"] else "the same isl run command"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from isl_cli.artifacts import read_header
-from isl_cli.cli.common import DeviceOpt, RootOpt, SeedOpt, console, default_root
-from isl_cli.config import FeaturesConfig, override, preset_configs
+from isl_cli.cli.common import DeviceOpt, RootOpt, SeedOpt, console, default_root, resume_command
+from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
 
@@ -70,7 +68,7 @@ def train_features(
     job = FeaturesJob(
         config=config, data_dir=data_dir, out=out, device=resolve_device(device), init=init, neighbors=neighbors,
         resume=resume, overwrite=overwrite, round_index=round_index, variant=variant, progress=not quiet,
-        resume_command=_resume_command(),
+        resume_command=resume_command("train-features"),
     )
     result = run_stage(job)
     last = result.last
@@ -95,10 +93,3 @@ def _round_of(neighbors: Path | None) -> int:
     if neighbors is None or not Path(neighbors).exists():
         return 0
     return int(read_header(neighbors, "neighbors").meta.get("round", 0)) + 1
-
-
-def _resume_command() -> str:
-    args = [a for a in sys.argv[1:] if a != "--overwrite"]
-    if "--resume" not in args:
-        args.append("--resume")
-    return "isl " + " ".join(shlex.quote(a) for a in args)

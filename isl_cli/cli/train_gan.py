@@ -1,8 +1,55 @@
-"""`isl train-gan` (placeholder until its issue lands)."""
+"""`isl train-gan`: the triplet GAN on frozen features."""
 
-from isl_cli.cli.common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from isl_cli.artifacts import read_header
+from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, resume_command, sibling
+from isl_cli.config import override, preset_configs
+
+Opt = typer.Option
 
 
-def train_gan() -> None:
-    """Not implemented yet: exits 2."""
-    not_implemented("train-gan")
+def train_gan(
+    features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint from train-features (required).", show_default=False)] = None,
+    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid [default: the graph the features were trained with].", show_default=False)] = None,
+    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does.")] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output gan file [default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    epochs: Annotated[Optional[int], Opt("--epochs", help="Stop after exactly N epochs instead of the paper's rule.", show_default=False)] = None,
+    max_epochs: Annotated[Optional[int], Opt("--max-epochs", help="Hard cap on epochs whatever the rule says [200].", show_default=False)] = None,
+    preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size [128].", show_default=False)] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="Adam learning rate of both networks [1e-4].", show_default=False)] = None,
+    num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K drawn per image [4096].", show_default=False)] = None,
+    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number [default: the features' round].", show_default=False)] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run from OUT.partial.safetensors.")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train the generator and discriminator over feature triplets (anchor, own bank row, hardest non-neighbour)
+    with the backbone and bank frozen.
+
+    Stops by the paper's rule (per-epoch generator losses), by --epochs N, or at the --max-epochs cap, and says
+    which. Never needs a human to switch stages.
+    """
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.gan import GanJob, train_gan as run_stage
+
+    features = require_features(features)
+    imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
+    _, base, _ = preset_configs(preset, imagenet)
+    config = override(base, batch_size=batch_size, lr=lr, num_draws=num_draws, max_epochs=max_epochs,
+                      epochs=epochs, seed=seed, num_workers=workers)
+    job = GanJob(config=config, features=features, out=out or sibling(features, "gan"),
+                 device=resolve_device(device), init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
+                 round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"))
+    result = run_stage(job)
+    console.print(f"[bold green]gan[/bold green] {result.out} (round {result.round}, {len(result.g_losses)} epochs, "
+                  f"last g_loss {result.g_losses[-1]:.4f}): {result.stop_reason}")

@@ -61,7 +61,10 @@ def resolve_spec(arch: str, width: float, low_dim: int, variant: str | None, spl
         if stored is None:
             raise IslError("this data set is stored as files of varying size; re-run fetch-data with --size 32 "
                            "to use a 32x32 backbone, or use --variant imagenet")
-        size = int(stored)
+        try:
+            size = input_size(arch, "cifar", image_size=int(stored))
+        except ValueError as exc:
+            raise IslError(str(exc)) from None
         mean, std = CIFAR_MEAN, CIFAR_STD
     elif variant == "imagenet":
         size = input_size(arch, "imagenet")
@@ -143,3 +146,27 @@ def load_train_test(data_dir: Path) -> tuple[Split, Split, str]:
     train = load_split(data_dir, "train")
     test = load_split(data_dir, "test", fingerprint=train.fingerprint)
     return train, test, train.fingerprint
+
+
+def plan_output(out: Path, partial: Path, *, resume: bool, overwrite: bool, kind: str) -> str:
+    """Decide how a checkpointed stage starts: "fresh", "resume" (from `partial`) or "done".
+
+    Never destroys anything: an existing output or an interrupted run's checkpoint
+    is only replaced with --overwrite.
+    """
+    from isl_cli.artifacts import read_header
+
+    if resume:
+        if partial.exists():
+            return "resume"
+        if out.exists():
+            if read_header(out, kind).meta.get("complete"):
+                return "done"
+            raise IslError(f"{out}: is not a finished {kind} file and no checkpoint is beside it")
+        raise IslError(f"nothing to resume: neither {partial} nor {out} exists")
+    if partial.exists() and not overwrite:
+        raise IslError(f"{partial}: an interrupted run of this stage is here; add --resume to continue it, "
+                       "or --overwrite to start over")
+    if out.exists() and not overwrite:
+        raise IslError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
+    return "fresh"

@@ -17,7 +17,6 @@ random draw comes from seeded generators, a run resumed from a checkpoint
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from isl_cli.checkpoints import (
 )
 from isl_cli.config import FeaturesConfig, from_dict, to_dict
 from isl_cli.data.store import Split
-from isl_cli.engine.common import BackboneSpec, batch_source, embed, load_train_test, resolve_spec
+from isl_cli.engine.common import BackboneSpec, batch_source, embed, load_train_test, plan_output, resolve_spec
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -119,26 +118,17 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
     train, test, fingerprint = load_train_test(job.data_dir)
     partial = partial_path(job.out)
-    if job.resume:
-        if partial.exists():
-            state = _restore(partial, train, fingerprint, job.device)
-            log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
-                + (f", batch {state.resume_batch}" if state.resume_batch else ""))
-        elif job.out.exists():
-            header = features_header(job.out)
-            if header.meta.get("complete"):
-                log(f"{job.out} is already complete; nothing to resume")
-                return FeaturesResult(job.out, int(header.meta.get("round", 0)),
-                                      list(header.meta.get("history", [])), skipped=True)
-            raise IslError(f"{job.out}: is not a finished features file and no checkpoint is beside it")
-        else:
-            raise IslError(f"nothing to resume: neither {partial} nor {job.out} exists")
+    plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="features")
+    if plan == "done":
+        header = features_header(job.out)
+        log(f"{job.out} is already complete; nothing to resume")
+        return FeaturesResult(job.out, int(header.meta.get("round", 0)), list(header.meta.get("history", [])),
+                              skipped=True)
+    if plan == "resume":
+        state = _restore(partial, train, fingerprint, job.device)
+        log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
+            + (f", batch {state.resume_batch}" if state.resume_batch else ""))
     else:
-        if partial.exists() and not job.overwrite:
-            raise IslError(f"{partial}: an interrupted run of this stage is here; add --resume to continue it, "
-                           "or --overwrite to start over")
-        if job.out.exists() and not job.overwrite:
-            raise IslError(f"{job.out}: already exists; pass --overwrite to replace it, or choose another --out")
         state = _fresh_state(job, train, fingerprint)
     if state.stage_epochs >= state.cfg.epochs:
         return _finish(job, state, fingerprint, partial)
@@ -239,9 +229,7 @@ def _run_epochs(job: FeaturesJob, state: _State, train: Split, test: Split, fing
             meter = Throughput()
             sums = torch.tensor(state.partial_sums, dtype=torch.float64, device="cpu").to(device)  # (5,) loss sums, count
             generator = generator_for(cfg.seed, "features", state.epoch)
-            stream = source.batches(generator)
-            if state.resume_batch:
-                stream = itertools.islice(stream, state.resume_batch, None)
+            stream = source.batches(generator, start=state.resume_batch)
             step = state.resume_batch
             state.model.train()
             for indices, images in stream:

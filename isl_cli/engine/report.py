@@ -1,0 +1,250 @@
+"""PNG figures of a run folder (`isl report`, and the end of `isl run`).
+
+knn.png         kNN top-1 per epoch across rounds (round boundaries marked)
+losses.png      the loss terms per epoch (total, instance, affinity, hard positive)
+neighbors.png   neighbours per image and mined-pair precision per round (with chance)
+gan.png         generator and discriminator losses per GAN epoch, per round
+retrieval.png   test images, each with its 10 nearest training images
+                (green border: same label, red: different)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isl_cli.artifacts import atomic_write_bytes, read_header
+from isl_cli.errors import IslError
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _stage_files(run_dir: Path, stage: str) -> list[tuple[int, Path]]:
+    found = []
+    for path in run_dir.glob(f"r*-{stage}.safetensors"):
+        head = path.name.split("-", 1)[0][1:]
+        if head.isdigit():
+            found.append((int(head), path))
+    return sorted(found)
+
+
+def write_report(run_dir: Path, *, device: torch.device | None = None, num_queries: int = 8,
+                 seed: int = 0) -> list[Path]:
+    """Draw every figure the run folder has data for; returns the PNG paths."""
+    run_dir = Path(run_dir)
+    features = _stage_files(run_dir, "features")
+    if not features:
+        raise IslError(f"{run_dir}: holds no r*-features.safetensors; nothing to draw")
+    last = features[-1][1]
+    history = read_header(last, "features").meta.get("history", [])
+    out = []
+    if history:
+        out.append(_knn_figure(history, run_dir / "knn.png"))
+        out.append(_loss_figure(history, run_dir / "losses.png"))
+    neighbors = _stage_files(run_dir, "neighbors")
+    if neighbors:
+        out.append(_neighbors_figure(neighbors, run_dir / "neighbors.png"))
+    gans = _stage_files(run_dir, "gan")
+    if gans:
+        out.append(_gan_figure(gans, run_dir / "gan.png"))
+    picture = _retrieval_figure(last, run_dir / "retrieval.png", device or torch.device("cpu"), num_queries, seed)
+    if picture is not None:
+        out.append(picture)
+    return out
+
+
+def _round_marks(ax, history: list[dict[str, Any]]) -> None:
+    seen = set()
+    for rec in history:
+        r = rec.get("round", 0)
+        if r not in seen and r > 0:
+            ax.axvline(rec["epoch"] - 0.5, color="grey", linestyle=":", linewidth=1)
+            ax.text(rec["epoch"] - 0.5, ax.get_ylim()[1], f" round {r}", va="top", fontsize=8, color="grey")
+        seen.add(r)
+
+
+def _knn_figure(history: list[dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    evals = [h for h in history if "knn_top1" in h]
+    rounds = sorted({h.get("round", 0) for h in evals})
+    for r in rounds:
+        pts = [h for h in evals if h.get("round", 0) == r]
+        ax.plot([h["epoch"] for h in pts], [h["knn_top1"] for h in pts], marker="o", label=f"round {r} top-1")
+        ax.plot([h["epoch"] for h in pts], [h["knn_top5"] for h in pts], marker=".", linestyle="--", alpha=0.5,
+                label=f"round {r} top-5")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weighted kNN accuracy (%)")
+    ax.set_title("kNN accuracy during training (memory bank vs. test split)")
+    ax.grid(alpha=0.3)
+    if evals:
+        ax.legend(fontsize=8)
+    _round_marks(ax, history)
+    return _save(fig, path)
+
+
+def _loss_figure(history: list[dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [h["epoch"] for h in history]
+    for key, label in (("loss", "total"), ("inst", "instance (|A|=1)"), ("aff", "affinity (|A|>1)"),
+                       ("hp", "hard-positive KL")):
+        values = [h.get(key, 0.0) for h in history]
+        if any(values):
+            ax.plot(epochs, values, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (per image)")
+    ax.set_title("feature-learning loss terms")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _round_marks(ax, history)
+    return _save(fig, path)
+
+
+def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
+    plt = _pyplot()
+    rounds, per_image, precision, new_precision, chance = [], [], [], [], []
+    for r, file in files:
+        meta = read_header(file, "neighbors").meta
+        stats = meta.get("stats", {})
+        n = meta.get("num_images") or 1
+        rounds.append(r)
+        per_image.append(stats.get("entries", 0) / n)
+        precision.append(_pct(stats.get("precision")))
+        new_precision.append(_pct(stats.get("new_precision")))
+        chance.append(_pct(stats.get("chance_precision")))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.bar(rounds, per_image, color="tab:blue")
+    left.set_xlabel("round")
+    left.set_ylabel("neighbours per image")
+    left.set_title("neighbour sets after mining")
+    left.set_xticks(rounds)
+    if any(v is not None for v in precision):
+        right.plot(rounds, precision, marker="o", label="all pairs")
+        right.plot(rounds, new_precision, marker="s", label="pairs new this round")
+        right.plot(rounds, chance, linestyle="--", color="grey", label="chance")
+        right.set_ylim(0, 100)
+        right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no labels: precision unknown", ha="center", va="center", transform=right.transAxes)
+    right.set_xlabel("round")
+    right.set_ylabel("same-label pairs (%)")
+    right.set_title("mined-pair precision")
+    right.set_xticks(rounds)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pct(value) -> float | None:
+    return None if value is None else 100.0 * float(value)
+
+
+def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0
+    for r, file in files:
+        meta = read_header(file, "gan").meta
+        hist = meta.get("history", [])
+        xs = [offset + h["epoch"] for h in hist]
+        ax.plot(xs, [h["g_loss"] for h in hist], marker="o", color="tab:red", label="generator" if r == files[0][0] else None)
+        ax.plot(xs, [h["d_loss"] for h in hist], marker="o", color="tab:blue", label="discriminator" if r == files[0][0] else None)
+        if xs:
+            ax.axvspan(xs[0] - 0.5, xs[-1] + 0.5, color="grey", alpha=0.06 * (1 + r % 2))
+            ax.text((xs[0] + xs[-1]) / 2, ax.get_ylim()[1], f"round {r}\n{meta.get('stop_reason', '')[:40]}",
+                    ha="center", va="top", fontsize=7)
+            offset = xs[-1]
+    ax.set_xlabel("GAN epoch (all rounds)")
+    ax.set_ylabel("BCE loss (epoch mean)")
+    ax.set_title("GAN losses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _retrieval_figure(features: Path, path: Path, device: torch.device, num_queries: int, seed: int) -> Path | None:
+    from isl_cli.data.store import load_split
+    from isl_cli.engine.common import embed, open_features
+    from isl_cli.knn import topk_similar
+
+    loaded = open_features(features, device)
+    train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
+    test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
+    queries_split = test if len(test) else train
+    if len(queries_split) == 0:
+        return None
+    count = min(num_queries, len(queries_split))
+    chosen = torch.randperm(len(queries_split), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    queries = embed(loaded.model, queries_split, loaded.spec, device=device, subset=chosen)  # (q, D)
+    _, neighbours = topk_similar(queries, loaded.memory, min(10, len(train)))  # (q, 10)
+    neighbours = neighbours.cpu()
+    plt = _pyplot()
+    cols = neighbours.shape[1] + 1
+    fig, axes = plt.subplots(count, cols, figsize=(cols * 0.9, count * 0.95))
+    axes = axes.reshape(count, cols)
+    for row, qi in enumerate(chosen.tolist()):
+        q_label = int(queries_split.labels[qi])
+        _show(axes[row, 0], _image(queries_split, qi), "black")
+        axes[row, 0].set_ylabel(_class_name(queries_split, q_label), fontsize=7, rotation=0, ha="right", va="center")
+        for col, ti in enumerate(neighbours[row].tolist(), start=1):
+            t_label = int(train.labels[ti])
+            colour = "grey" if q_label < 0 or t_label < 0 else ("tab:green" if t_label == q_label else "tab:red")
+            _show(axes[row, col], _image(train, ti), colour)
+    axes[0, 0].set_title("query", fontsize=8)
+    for col in range(1, cols):
+        axes[0, col].set_title(str(col), fontsize=8)
+    fig.suptitle("test images and their 10 nearest training images (green: same label, red: different)", fontsize=9)
+    return _save(fig, path)
+
+
+def _show(ax, image, colour: str) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(3)
+
+
+def _image(split, index: int):
+    if split.images is not None:
+        return split.images[index].permute(1, 2, 0).numpy()
+    from PIL import Image
+
+    with Image.open(Path(split.image_root or "") / split.paths[index]) as img:
+        img = img.convert("RGB")
+        img.thumbnail((96, 96))
+        import numpy as np
+
+        return np.asarray(img)
+
+
+def _class_name(split, label: int) -> str:
+    if 0 <= label < len(split.classes):
+        return split.classes[label][:10]
+    return "?"
+
+
+def load_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,247 @@
+"""The whole ISL schedule (`isl run`): rounds of features, GAN, mining; then evaluation.
+
+Round r = 0..R-1 writes, in the run folder:
+
+    r{r}-features.safetensors    train-features (round 0: plain instance discrimination)
+    r{r}-gan.safetensors         train-gan        (not in the last round)
+    r{r}-neighbors.safetensors   mine-neighbors   (not in the last round)
+
+then `final-knn.json` (eval-knn --recompute on the last features), `summary.json`
+and the report's PNGs. The backbone, bank, optimiser, scheduler and GAN carry
+over across rounds, as in the paper's code. Running the same command again
+continues where it stopped: finished stages are skipped, an interrupted one
+resumes from its checkpoint, so the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isl_cli.artifacts import atomic_write_json, read_header
+from isl_cli.checkpoints import partial_path
+from isl_cli.config import RunConfig, to_dict
+from isl_cli.engine.evaluation import evaluate_checkpoint
+from isl_cli.engine.features import FeaturesJob, train_features
+from isl_cli.engine.gan import GanJob, train_gan
+from isl_cli.engine.mine import MineJob, mine_neighbors
+from isl_cli.engine.progress import log
+from isl_cli.errors import IslError
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+FINAL_FILE = "final-knn.json"
+
+
+@dataclass
+class RunJob:
+    """What `isl run` was asked to do."""
+
+    config: RunConfig
+    data_dir: Path
+    run_dir: Path
+    device: torch.device
+    overwrite: bool = False
+    progress: bool = True
+    resume_command: str | None = None
+
+
+def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
+    """`run_dir/r{round}-{stage}.safetensors`."""
+    return Path(run_dir) / f"r{round_index}-{stage}.safetensors"
+
+
+def run_schedule(job: RunJob) -> dict[str, Any]:
+    """Run (or continue) every stage of every round, then evaluate and summarise."""
+    cfg = job.config.validate()
+    _claim_run_dir(job)
+    timings: dict[str, float] = _load_timings(job.run_dir)
+    last = cfg.rounds - 1
+    for r in range(cfg.rounds):
+        features = stage_path(job.run_dir, r, "features")
+        _timed(timings, f"r{r}-features", lambda: _features(job, r, features))
+        if r == last:
+            break
+        gan = stage_path(job.run_dir, r, "gan")
+        _timed(timings, f"r{r}-gan", lambda: _gan(job, r, features, gan))
+        neighbors = stage_path(job.run_dir, r, "neighbors")
+        _timed(timings, f"r{r}-mine", lambda: _mine(job, r, features, gan, neighbors))
+        atomic_write_json(job.run_dir / "timings.json", timings)
+    final = stage_path(job.run_dir, last, "features")
+    final_path = job.run_dir / FINAL_FILE
+    if not final_path.exists():
+        log("final evaluation: weighted kNN with recomputed training features")
+        start = time.perf_counter()
+        report = evaluate_checkpoint(final, list(cfg.eval_ks), recompute=True, device=job.device,
+                                     data_dir=job.data_dir, progress=job.progress)
+        timings["final-eval"] = time.perf_counter() - start
+        atomic_write_json(final_path, report.to_dict())
+    atomic_write_json(job.run_dir / "timings.json", timings)
+    summary = summarize(job.run_dir, cfg.rounds)
+    atomic_write_json(job.run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _features(job: RunJob, r: int, out: Path) -> None:
+    if _complete(out):
+        log(f"round {r}: {out.name} done, skipping")
+        return
+    init = stage_path(job.run_dir, r - 1, "features") if r > 0 else None
+    neighbors = stage_path(job.run_dir, r - 1, "neighbors") if r > 0 else None
+    train_features(FeaturesJob(
+        config=job.config.features, data_dir=job.data_dir, out=out, device=job.device, init=init,
+        neighbors=neighbors, resume=partial_path(out).exists(), round_index=r,
+        variant=job.config.features.variant, progress=job.progress, resume_command=job.resume_command,
+    ))
+
+
+def _gan(job: RunJob, r: int, features: Path, out: Path) -> None:
+    if _complete(out):
+        log(f"round {r}: {out.name} done, skipping")
+        return
+    init = stage_path(job.run_dir, r - 1, "gan") if r > 0 else None
+    train_gan(GanJob(config=job.config.gan, features=features, out=out, device=job.device, init=init,
+                     resume=partial_path(out).exists(), round_index=r, progress=job.progress,
+                     resume_command=job.resume_command))
+
+
+def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
+    if out.exists():
+        log(f"round {r}: {out.name} done, skipping")
+        return
+    mine_neighbors(MineJob(config=job.config.mine, features=features, gan=gan, out=out, device=job.device,
+                           round_index=r, progress=job.progress))
+
+
+def _complete(path: Path) -> bool:
+    return path.exists() and bool(read_header(path).meta.get("complete"))
+
+
+def _timed(timings: dict[str, float], key: str, stage) -> None:
+    start = time.perf_counter()
+    stage()
+    timings[key] = timings.get(key, 0.0) + (time.perf_counter() - start)
+
+
+def _load_timings(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "timings.json"
+    if path.exists():
+        try:
+            return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+        except (ValueError, AttributeError):
+            return {}
+    return {}
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def _claim_run_dir(job: RunJob) -> None:
+    """Record the resolved config; refuse to mix with a folder that holds a different one."""
+    run_dir = job.run_dir
+    record = {"config": to_dict(job.config), "data_dir": str(job.data_dir)}
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())
+        except ValueError:
+            existing = None
+        if existing != json.loads(json.dumps(record)):
+            if not job.overwrite:
+                diff = _config_diff(existing, record)
+                raise IslError(f"{run_dir} holds a run with a different config ({diff}); use another --run-dir, "
+                               "or --overwrite to discard that run")
+            _clear(run_dir)
+    elif run_dir.exists() and any(run_dir.glob("r*-*.safetensors")):
+        if not job.overwrite:
+            raise IslError(f"{run_dir} holds stage files but no {CONFIG_FILE}; use another --run-dir or --overwrite")
+        _clear(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+
+
+def _clear(run_dir: Path) -> None:
+    log(f"[yellow]--overwrite: discarding the previous run in {run_dir}[/yellow]")
+    for child in run_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _config_diff(old: Any, new: dict[str, Any]) -> str:
+    if not isinstance(old, dict):
+        return "unreadable config.json"
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
+    shown = ", ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
+    """Per-round figures from the artifacts' metadata (kNN, neighbours, precision, time)."""
+    timings = _load_timings(run_dir)
+    rows = []
+    for r in range(rounds):
+        row: dict[str, Any] = {"round": r}
+        features = stage_path(run_dir, r, "features")
+        if features.exists():
+            meta = read_header(features).meta
+            evals = [h for h in meta.get("history", []) if h.get("round") == r and "knn_top1" in h]
+            if evals:
+                row.update(knn_top1=evals[-1]["knn_top1"], knn_top5=evals[-1]["knn_top5"], knn_on=evals[-1]["knn_on"])
+            row["epochs"] = int(meta.get("stage_epochs", 0))
+            n = None
+            if meta.get("graph_entries") is not None:
+                n = _num_images(features)
+                row["neighbors_per_image"] = meta["graph_entries"] / n if n else None
+        gan = stage_path(run_dir, r, "gan")
+        if gan.exists():
+            gmeta = read_header(gan).meta
+            row["gan_epochs"] = gmeta.get("epochs")
+            row["gan_stop_reason"] = gmeta.get("stop_reason")
+        neighbors = stage_path(run_dir, r, "neighbors")
+        if neighbors.exists():
+            nmeta = read_header(neighbors).meta
+            stats = nmeta.get("stats", {})
+            n = nmeta.get("num_images")
+            row["mined_entries"] = stats.get("entries")
+            row["mined_neighbors_per_image"] = stats.get("entries", 0) / n if n else None
+            for key in ("precision", "new_precision", "chance_precision", "share_with_neighbors", "new_pairs",
+                        "passes"):
+                row[f"mined_{key}"] = stats.get(key)
+        row["seconds"] = sum(v for k, v in timings.items() if k.startswith(f"r{r}-"))
+        rows.append(row)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "rounds": rows}
+    final = run_dir / FINAL_FILE
+    if final.exists():
+        summary["final"] = json.loads(final.read_text())
+    summary["total_seconds"] = sum(timings.values())
+    return summary
+
+
+def _num_images(features: Path) -> int | None:
+    info = read_header(features).tensors.get("bank.memory")
+    return info.shape[0] if info else None

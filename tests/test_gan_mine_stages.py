@@ -1,0 +1,139 @@
+"""train-gan and mine-neighbors end to end on a tiny data set."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import GAN_FAST, TINY, TINY_GAN, assert_error_line, run_isl, spawn_isl
+from isl_cli.artifacts import read_header, write_artifact
+
+
+@pytest.fixture(scope="module")
+def features(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gm") / "r0-features.safetensors"
+    result = run_isl("train-features", "--data", tiny_data, "--out", out, *TINY, "--epochs", "2", "--eval-k", "20")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def gan(features) -> Path:
+    out = features.with_name("r0-gan.safetensors")
+    result = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_gan_artifact_holds_networks_losses_and_reason(gan, features):
+    header = read_header(gan, "gan")
+    meta = header.meta
+    assert meta["complete"] and meta["epochs"] == 3 and meta["round"] == 0
+    assert "fixed" in meta["stop_reason"]
+    assert meta["features_id"] == read_header(features).meta["features_id"]
+    tensors = load_file(str(gan))
+    assert tensors["g_losses"].shape == (3,) and tensors["d_losses"].shape == (3,)
+    assert any(k.startswith("generator.") for k in tensors) and any(k.startswith("discriminator.") for k in tensors)
+    assert any(k.startswith("optim_g.") for k in tensors) and any(k.startswith("optim_d.") for k in tensors)
+
+
+def test_gan_paper_rule_is_capped_and_says_so(features, tmp_path, cli):
+    out = tmp_path / "capped.safetensors"
+    result = cli("train-gan", "--features", features, "--out", out, *TINY_GAN, "--max-epochs", "2")
+    assert result.exit_code == 0, result.output
+    reason = read_header(out).meta["stop_reason"]
+    assert "cap" in reason and "2" in reason  # round 0 never stops by the paper's rule before 10 epochs
+    assert "stopped after 2 epochs" in result.output
+
+
+def test_gan_without_features_says_train_features_first(tmp_path, cli):
+    assert_error_line(cli("train-gan", *TINY_GAN), "run `isl train-features` first")
+    assert_error_line(cli("train-gan", "--features", tmp_path / "nope.safetensors", *TINY_GAN),
+                      "run `isl train-features` first")
+
+
+def test_gan_ctrl_c_then_resume_equals_uninterrupted(features, gan, tmp_path):
+    out = tmp_path / "r0-gan.safetensors"
+    partial = tmp_path / "r0-gan.partial.safetensors"
+    proc = spawn_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3")
+    start = time.time()
+    while not partial.exists():
+        assert proc.poll() is None and time.time() - start < 120, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr
+    resumed = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3",
+                      "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_file(str(out)), load_file(str(gan))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_mining_grows_graph_symmetrically_and_reports_precision(features, gan, tmp_path, cli):
+    out = tmp_path / "r0-neighbors.safetensors"
+    # a low threshold and radius so that the tiny, barely trained model proposes pairs
+    result = cli("mine-neighbors", "--features", features, "--gan", gan, "--out", out, *TINY_GAN,
+                 "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "2")
+    assert result.exit_code == 0, result.output
+    header = read_header(out, "neighbors")
+    stats = header.meta["stats"]
+    pairs = load_file(str(out))["pairs"]
+    assert len(pairs) > 0 and (pairs[:, 0] != pairs[:, 1]).all()
+    assert stats["entries"] == 2 * len(pairs) > 48  # quota (0 + 1) * 0.5 * 96 = 48 exceeded
+    assert header.meta["round"] == 0 and header.meta["reached_quota"]
+    assert 0.0 <= stats["precision"] <= 1.0 and 0.0 < stats["chance_precision"] < 0.2
+    assert stats["new_pairs"] == len(pairs)
+    rounds = load_file(str(out))["round_added"]
+    assert (rounds == 0).all()
+    assert "precision" in result.output
+
+    # a second mining from this graph keeps every old pair and never touches the old file
+    before = out.read_bytes()
+    grown = tmp_path / "grown.safetensors"
+    result = cli("mine-neighbors", "--features", features, "--gan", gan, "--neighbors", out, "--out", grown,
+                 *TINY_GAN, "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "1", "--round", "1")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == before
+    old = {tuple(p) for p in pairs.tolist()}
+    new = {tuple(p) for p in load_file(str(grown))["pairs"].tolist()}
+    assert old <= new
+
+
+def test_unreachable_quota_stops_at_cap_and_still_writes(features, gan, tmp_path, cli):
+    out = tmp_path / "capped.safetensors"
+    result = cli("mine-neighbors", "--features", features, "--gan", gan, "--out", out, *TINY_GAN,
+                 "--tau", "0.999", "--max-passes", "1")
+    assert result.exit_code == 0, result.output
+    assert "below the quota" in result.output
+    meta = read_header(out).meta
+    assert not meta["reached_quota"] and meta["stats"]["passes"] == 1
+
+
+def test_mining_refuses_mismatched_artifacts(features, gan, tiny_data, tmp_path, cli):
+    # a GAN trained on other features
+    other_features = tmp_path / "other-features.safetensors"
+    result = cli("train-features", "--data", tiny_data, "--out", other_features, *TINY, "--epochs", "1",
+                 "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert_error_line(cli("mine-neighbors", "--features", other_features, "--gan", gan, "--out",
+                          tmp_path / "x.safetensors", *TINY_GAN), "trained on other features")
+    # a neighbours file of another data set
+    foreign = tmp_path / "foreign.safetensors"
+    write_artifact(foreign, "neighbors", {"pairs": torch.tensor([[0, 1]])}, fingerprint="ffffffffffffffff",
+                   meta={"num_images": 96})
+    assert_error_line(cli("mine-neighbors", "--features", features, "--gan", gan, "--neighbors", foreign, "--out",
+                          tmp_path / "y.safetensors", *TINY_GAN), "different data set")
+    # the same file as input and output
+    assert_error_line(cli("mine-neighbors", "--features", features, "--gan", gan, "--neighbors", foreign, "--out",
+                          foreign, *TINY_GAN), "already exists")
+    # a gan file where features are expected
+    assert_error_line(cli("mine-neighbors", "--features", gan, "--gan", gan, "--out", tmp_path / "z.safetensors",
+                          *TINY_GAN), "is a gan artifact, expected features")
