@@ -98,9 +98,8 @@ def run(
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left")
-    for name in ("round", "kNN top-1 %", "kNN top-5 %", "neighbours / image", "mined precision %",
-                 "(chance %)", "time s"):
-        table.add_column(name, justify="right")
+    for name in ("round", "kNN top-1 %", "top-5 %", "nbrs/image", "mined prec. %", "chance %", "time s"):
+        table.add_column(name, justify="right", no_wrap=True)
     for row in summary["rounds"]:
         table.add_row(
             str(row["round"]), _pct(row.get("knn_top1")), _pct(row.get("knn_top5")),
