@@ -95,16 +95,18 @@ def fetch_file(key: str, downloads_dir: Path, *, progress: bool = True, console:
         console.print(f"[yellow]{target}: checksum mismatch, set aside as {corrupt.name}; downloading again[/yellow]")
 
     part = target.with_name(target.name + ".part")
-    failures: list[str] = []
+    failures: list[_Unreachable] = []
     for url in urls:
         try:
             _download(url, part, progress=progress, console=console, label=registry.file_name(key))
             break
         except _Unreachable as exc:
-            failures.append(f"{url} ({exc})")
+            failures.append(exc)
     else:
+        first = failures[0]
+        hint = "" if all(f.refused for f in failures) else "no network? "
         raise IslError(
-            f"cannot download {failures[0]}; no network? fetch the file elsewhere and pass it with --source PATH"
+            f"cannot download {first.url} ({first}); {hint}fetch the file elsewhere and pass it with --source PATH"
         )
 
     got = md5_of(part)
@@ -120,7 +122,12 @@ def fetch_file(key: str, downloads_dir: Path, *, progress: bool = True, console:
 
 
 class _Unreachable(Exception):
-    """The server could not be reached or refused the file (no byte received)."""
+    """The server could not be reached (refused=False) or refused the file (HTTP error); no byte received."""
+
+    def __init__(self, url: str, reason: str, refused: bool = False):
+        super().__init__(reason)
+        self.url = url
+        self.refused = refused
 
 
 def _download(url: str, part: Path, *, progress: bool, console: Console, label: str) -> None:
@@ -135,10 +142,10 @@ def _download(url: str, part: Path, *, progress: bool, console: Console, label: 
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return  # the part is already complete (or longer): the checksum decides
-        raise _Unreachable(f"HTTP {exc.code} {exc.reason}") from None
+        raise _Unreachable(url, f"HTTP {exc.code} {exc.reason}", refused=True) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _Unreachable(str(reason) or type(exc).__name__) from None
+        raise _Unreachable(url, str(reason) or type(exc).__name__) from None
 
     with response:
         status = getattr(response, "status", None)
@@ -175,7 +182,7 @@ def _download(url: str, part: Path, *, progress: bool, console: Console, label: 
                 bar.stop()
     if total is not None and received < total:
         raise IslError(
-            f"download of {url} ended early ({received} of {total} bytes); run the command again to resume it"
+            f"download of {url} interrupted after {received} of {total} bytes; run the command again to resume it"
         )
 
 
