@@ -167,12 +167,26 @@ def write_artifact(
 
 
 def atomic_write(path: str | os.PathLike, writer) -> None:
-    """Call `writer(tmp_path)` then fsync and rename the result over `path`."""
-    path = Path(path)
+    """Call `writer(tmp_path)` then fsync and rename the result over `path`.
+
+    Under data parallelism only rank 0 writes; every rank waits until the file is in place.
+    """
+    from isl_cli import distributed
+
+    if distributed.context().enabled:
+        if distributed.context().is_main:
+            _write_atomically(Path(path), writer)
+        distributed.barrier()
+        return
+    _write_atomically(Path(path), writer)
+
+
+def _write_atomically(path: Path, writer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's mode
     try:
         writer(tmp)
         with open(tmp, "rb+") as handle:
@@ -199,13 +213,23 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append one JSON line (a metrics log entry) and fsync it."""
+    """Append one JSON line (a metrics log entry) and fsync it (rank 0 only under data parallelism)."""
+    from isl_cli import distributed
+
+    if not distributed.context().is_main:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(dict(record), sort_keys=True, default=_json_default) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

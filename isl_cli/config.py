@@ -39,6 +39,9 @@ class FeaturesConfig:
     val_split: float = 0.0
     seed: int = 0
     num_workers: int = 4
+    amp: str = "none"  # none | bf16 | fp16: autocast of the backbone forward (bank and loss stay fp32)
+    channels_last: bool = False
+    sync_bn: bool = True  # data parallel: batch norm over the global batch
 
     def validate(self) -> "FeaturesConfig":
         _positive(self, "epochs", "batch_size", "low_dim", "eval_every", "eval_k", "image_size")
@@ -51,6 +54,8 @@ class FeaturesConfig:
             raise IslError("--weight-decay, --momentum and --hp-weight must not be negative")
         if not 0.0 < self.lr_factor < 1.0:
             raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise IslError(f"--amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
             raise IslError(f"--variant must be cifar or imagenet, got {self.variant!r}")
         return self

@@ -15,6 +15,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     `auto` picks CUDA when present, then Apple's MPS, else the CPU.
     """
     name = (name or "auto").lower()
+    from isl_cli import distributed
+
+    if distributed.launched_by_torchrun():
+        joined = distributed.setup(name)
+        if joined is not None:
+            ctx, device = joined
+            if not ctx.is_main:
+                _quiet_consoles()
+            return device
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -32,3 +41,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise IslError(f"bad device {name!r}: {exc}") from None
+
+
+def _quiet_consoles() -> None:
+    """Only rank 0 prints: silence the Rich consoles of the other ranks."""
+    from isl_cli.cli import common
+    from isl_cli.engine import progress
+
+    common.console.quiet = True
+    common.err_console.quiet = True
+    progress.quiet()

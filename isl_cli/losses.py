@@ -233,11 +233,10 @@ def discriminator_loss(dis: Discriminator, a: Tensor, p: Tensor, n: Tensor, p_fa
         0-dim loss.
     """
     p_fake = p_fake.detach()
-    real = _bce(dis(torch.cat([a, p, n], dim=1)), 1.0)
-    fake = 0.5 * _bce(dis(torch.cat([a, p, p_fake], dim=1)), 0.0) + 0.5 * _bce(
-        dis(torch.cat([a, p_fake, n], dim=1)), 0.0
-    )
-    return 0.5 * (real + fake)
+    # one call of `dis` on the three triplet batches stacked (a DDP-wrapped module may run once per step)
+    real, fake_p, fake_n = _score(dis, [(a, p, n), (a, p, p_fake), (a, p_fake, n)])  # (B, 1) each
+    fake = 0.5 * _bce(fake_p, 0.0) + 0.5 * _bce(fake_n, 0.0)
+    return 0.5 * (_bce(real, 1.0) + fake)
 
 
 def generator_loss(dis: Discriminator, a: Tensor, p: Tensor, n: Tensor, p_fake: Tensor) -> Tensor:
@@ -250,9 +249,14 @@ def generator_loss(dis: Discriminator, a: Tensor, p: Tensor, n: Tensor, p_fake: 
     Returns:
         0-dim loss.
     """
-    return 0.5 * _bce(dis(torch.cat([a, p, p_fake], dim=1)), 1.0) + 0.5 * _bce(
-        dis(torch.cat([a, p_fake, n], dim=1)), 1.0
-    )
+    fake_p, fake_n = _score(dis, [(a, p, p_fake), (a, p_fake, n)])  # (B, 1) each
+    return 0.5 * _bce(fake_p, 1.0) + 0.5 * _bce(fake_n, 1.0)
+
+
+def _score(dis: Discriminator, triplets: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, ...]:
+    """dis over several (B, D) triplets in one call: (B, 1) probabilities per triplet."""
+    stacked = torch.cat([torch.cat(t, dim=1) for t in triplets], dim=0)  # (T*B, 3D)
+    return dis(stacked).chunk(len(triplets), dim=0)
 
 
 def _bce(probabilities: Tensor, target: float) -> Tensor:

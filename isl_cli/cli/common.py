@@ -58,13 +58,19 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             fail("interrupted")
             raise typer.Exit(130) from None
+        finally:
+            dist_module = sys.modules.get("isl_cli.distributed")
+            if dist_module is not None and dist_module.context().enabled:
+                dist_module.teardown()
 
     return wrapper
 
 
-def not_implemented(command: str) -> None:
-    """The honest placeholder of a command that a later issue fills in."""
-    raise IslError(f"`isl {command}` is not implemented yet")
+def emit(text: str) -> None:
+    """Print machine-readable output (JSON) on stdout; silent on data-parallel ranks other than 0."""
+    if not console.quiet:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def default_root() -> Path:
@@ -78,7 +84,7 @@ DeviceOpt = Annotated[
 ]
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Data root folder [default: $ISL_DATA or data/].", show_default=False),
+    typer.Option("--root", help="Data root folder \\[default: $ISL_DATA or data/].", show_default=False),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on CPU gives bit-identical results.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
@@ -117,3 +123,17 @@ def resume_command(command: str) -> str:
     if "--resume" not in args:
         args.append("--resume")
     return "isl " + " ".join(shlex.quote(a) for a in args)
+
+
+def dataset_is_imagenet(data_dir: Path, variant: str | None = None) -> bool:
+    """Whether a data set takes the ImageNet presets: file-backed or larger than 64 px (or --variant imagenet)."""
+    if variant is not None:
+        return variant == "imagenet"
+    path = Path(data_dir) / "train.safetensors"
+    if not path.exists():
+        return False
+    from isl_cli.artifacts import read_header
+
+    meta = read_header(path, "dataset").meta
+    size = meta.get("image_size")
+    return meta.get("storage") == "files" or size is None or int(size) > 64

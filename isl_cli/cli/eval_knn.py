@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, console, err_console
+from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit, err_console
 
 
 def eval_knn(
@@ -35,7 +35,7 @@ def eval_knn(
                                  data_dir=data, batch_size=batch_size, progress=not (quiet or as_json),
                                  temperature=temperature)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        emit(json.dumps(report.to_dict(), indent=2))
         return
     if not report.scored:
         err_console.print(f"[yellow]{report.note}[/yellow]")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, console
+from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit
 
 Opt = typer.Option
 
@@ -41,6 +41,6 @@ def export(
     else:
         raise IslError(f"--what must be backbone or embeddings, got {what!r}")
     if as_json:
-        typer.echo(json.dumps({"out": str(out), "what": what, **info}, indent=2))
+        emit(json.dumps({"out": str(out), "what": what, **info}, indent=2))
     else:
         console.print(f"[bold green]exported[/bold green] {what} -> {out} ({fmt})")

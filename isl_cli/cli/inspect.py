@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from isl_cli.artifacts import dtype_name, read_header
-from isl_cli.cli.common import JsonOpt, console
+from isl_cli.cli.common import JsonOpt, console, emit
 
 
 def inspect(
@@ -21,6 +20,8 @@ def inspect(
 
     Only the header is read, so this is instant even for a 1 GB memory bank.
     """
+    from isl_cli.artifacts import dtype_name, read_header
+
     header = read_header(file)
     tensors = [
         {"name": t.name, "shape": list(t.shape), "dtype": dtype_name(t.dtype)}
@@ -37,7 +38,7 @@ def inspect(
             "meta": header.meta,
             "config": header.config,
         }
-        typer.echo(json.dumps(record, indent=2, sort_keys=True))
+        emit(json.dumps(record, indent=2, sort_keys=True))
         return
 
     summary = Table(title=f"{header.path}", show_header=False, title_justify="left")

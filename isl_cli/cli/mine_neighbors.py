@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.artifacts import read_header
 from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, sibling
 from isl_cli.config import override, preset_configs
 
@@ -40,6 +39,8 @@ def mine_neighbors(
     quota of (round+1) x 0.5 x N entries is exceeded or --max-passes. Labels, when known, are used only to report
     the precision of the mined pairs.
     """
+    from isl_cli.artifacts import read_header
+
     from isl_cli.device import resolve_device
     from isl_cli.engine.mine import MineJob, mine_neighbors as run_stage
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, RootOpt, console, default_root, err_console
+from isl_cli.cli.common import DeviceOpt, RootOpt, console, dataset_is_imagenet, default_root, err_console
 from isl_cli.config import RunConfig, override, preset_configs
 
 Opt = typer.Option
@@ -36,6 +36,8 @@ def run(
     eval_every: Annotated[Optional[int], Opt("--eval-every", show_default=False)] = None,
     eval_k: Annotated[Optional[int], Opt("--eval-k", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="Held-out share of train for the LR scheduler (default: test set, as the paper's code).", show_default=False)] = None,
+    amp: Annotated[Optional[str], Opt("--amp", help="none, bf16 or fp16 (CUDA) autocast of the backbone in train-features.", show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", show_default=False)] = None,
     # gan stage
     gan_epochs: Annotated[Optional[int], Opt("--gan-epochs", help="Fixed GAN epochs per round (instead of the paper's rule).", show_default=False)] = None,
     gan_max_epochs: Annotated[Optional[int], Opt("--gan-max-epochs", help="Hard cap on GAN epochs.", show_default=False)] = None,
@@ -72,11 +74,12 @@ def run(
 
         data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
                                    progress=not quiet, allow_download=False)
-    imagenet = _is_imagenet(data_dir)
+    imagenet = dataset_is_imagenet(data_dir)
     features, gan, mine = preset_configs(preset, imagenet)
     features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
                         lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
-                        eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers, seed=seed)
+                        eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers, seed=seed,
+                        amp=amp, channels_last=channels_last)
     gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
                    batch_size=batch_size, num_workers=workers, seed=seed)
     mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round, max_passes=max_passes,
@@ -88,7 +91,9 @@ def run(
                  overwrite=overwrite, progress=not quiet, resume_command=_rerun_command())
     summary = run_schedule(job)
     print_summary(summary)
-    if report:
+    from isl_cli import distributed
+
+    if report and distributed.context().is_main:
         from isl_cli.engine.report import write_report
 
         paths = write_report(run_dir)
@@ -122,14 +127,6 @@ def _pct(value, scale: float = 1.0) -> str:
 
 def _num(value) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def _is_imagenet(data_dir: Path) -> bool:
-    from isl_cli.artifacts import read_header
-
-    meta = read_header(data_dir / "train.safetensors", "dataset").meta
-    size = meta.get("image_size")
-    return meta.get("storage") == "files" or size is None or int(size) > 64
 
 
 def _rerun_command() -> str:

@@ -7,8 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.artifacts import read_header
-from isl_cli.cli.common import DeviceOpt, RootOpt, SeedOpt, console, default_root, resume_command
+from isl_cli.cli.common import (
+    DeviceOpt,
+    RootOpt,
+    SeedOpt,
+    console,
+    dataset_is_imagenet,
+    default_root,
+    resume_command,
+)
 from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
@@ -37,6 +44,9 @@ def train_features(
     eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="Hold out this fraction of the TRAINING set for the kNN that drives the LR scheduler. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; use this option for an honest protocol).", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets (ImageNet).", show_default=False)] = None,
+    amp: Annotated[Optional[str], Opt("--amp", help="Mixed precision of the backbone forward: none, bf16 or fp16 (CUDA). The bank, the softmax over N and the loss stay fp32. Off by default for fidelity.", show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="channels_last memory format (faster convolutions on recent GPUs) [off].", show_default=False)] = None,
+    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun: batch norm over the global batch (default) or per rank.", show_default=False)] = None,
     round_index: Annotated[Optional[int], Opt("--round", help="Round number to record [default: neighbours' round + 1, else 0].", show_default=False)] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run of this stage from its checkpoint (OUT.partial.safetensors).")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
@@ -54,13 +64,13 @@ def train_features(
     from isl_cli.engine.features import FeaturesJob, train_features as run_stage
 
     data_dir = data or (root or default_root()) / "shapes"
-    imagenet = _is_imagenet(data_dir, variant)
+    imagenet = dataset_is_imagenet(data_dir, variant)
     base, _, _ = preset_configs(preset, imagenet)
     config = override(
         base, arch=arch, width=width, low_dim=low_dim, epochs=epochs, batch_size=batch_size, lr=lr,
         momentum=momentum, weight_decay=weight_decay, temperature=temperature, bank_momentum=bank_momentum,
         hp_weight=hp_weight, eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
-        seed=seed, variant=variant,
+        seed=seed, variant=variant, amp=amp, channels_last=channels_last, sync_bn=sync_bn,
     )
     if out is None:
         round_guess = round_index if round_index is not None else _round_of(neighbors)
@@ -78,18 +88,9 @@ def train_features(
     console.print(summary + ")")
 
 
-def _is_imagenet(data_dir: Path, variant: str | None) -> bool:
-    if variant is not None:
-        return variant == "imagenet"
-    path = data_dir / "train.safetensors"
-    if not path.exists():
-        return False
-    meta = read_header(path, "dataset").meta
-    size = meta.get("image_size")
-    return meta.get("storage") == "files" or size is None or int(size) > 64
-
-
 def _round_of(neighbors: Path | None) -> int:
+    from isl_cli.artifacts import read_header
+
     if neighbors is None or not Path(neighbors).exists():
         return 0
     return int(read_header(neighbors, "neighbors").meta.get("round", 0)) + 1

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.artifacts import read_header
 from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, resume_command, sibling
 from isl_cli.config import override, preset_configs
 
@@ -39,6 +38,8 @@ def train_gan(
     Stops by the paper's rule (per-epoch generator losses), by --epochs N, or at the --max-epochs cap, and says
     which. Never needs a human to switch stages.
     """
+    from isl_cli.artifacts import read_header
+
     from isl_cli.device import resolve_device
     from isl_cli.engine.gan import GanJob, train_gan as run_stage
 

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from isl_cli.data.augment import AugmentParams, BatchAugment, normalize
 from isl_cli.data.store import Split
 from isl_cli.data.transforms import eval_transform, train_transform
+from isl_cli import distributed
 from isl_cli.errors import IslError
 
 EVAL_SEED = -1  # sample key seed meaning "no augmentation"
@@ -44,13 +45,15 @@ SEED_MOD = 2**63
 EPOCH_SEED_BOUND = 2**62  # torch.randint needs an int64 upper bound
 
 
-def batch_bounds(count: int, batch_size: int, drop_single_tail: bool) -> list[tuple[int, int]]:
+def batch_bounds(count: int, batch_size: int, drop_single_tail: bool, world: int = 1) -> list[tuple[int, int]]:
     """(start, end) of consecutive batches over `count` items.
 
-    Partial last batches are kept, except one of size 1 when `drop_single_tail`.
+    Partial last batches are kept, except, when `drop_single_tail`, one too small
+    to train batch norm on: size 1, or (data parallel over `world` ranks) smaller
+    than `world` so that every rank gets an image.
     """
     bounds = [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
-    if drop_single_tail and bounds and bounds[-1][1] - bounds[-1][0] == 1:
+    if drop_single_tail and bounds and bounds[-1][1] - bounds[-1][0] < max(2, world):
         bounds.pop()
     return bounds
 
@@ -103,18 +106,27 @@ class BatchSource(ABC):
         self.train = bool(train)
         self.output_size = int(output_size)
         self.device = torch.device(device)
+        self.dist = distributed.context()  # data parallel: each rank yields its slice of every batch
 
     def num_batches(self, shuffled: bool | None = None) -> int:
         """Batches per epoch: of a shuffled epoch (generator given) or, with
         `shuffled=False`, of an in-order pass. Defaults to the source's mode
         (shuffled for a training source)."""
         shuffled = self.train if shuffled is None else shuffled
-        return len(batch_bounds(self.num_images, self.batch_size, drop_single_tail=shuffled and self.train))
+        return len(batch_bounds(self.num_images, self.batch_size, drop_single_tail=shuffled and self.train,
+                                world=self.dist.world))
 
     def _epoch_bounds(self, shuffled: bool, start: int) -> list[tuple[int, int]]:
+        """This epoch's batches from `start` on; under data parallelism, this rank's slice of each."""
         if int(start) != start or start < 0:
             raise ValueError(f"start must be a non-negative batch number, got {start!r}")
-        return batch_bounds(self.num_images, self.batch_size, drop_single_tail=shuffled and self.train)[start:]
+        bounds = batch_bounds(self.num_images, self.batch_size, drop_single_tail=shuffled and self.train,
+                              world=self.dist.world)[start:]
+        if self.dist.enabled:
+            bounds = [distributed.shard_bounds(lo, hi, self.dist) for lo, hi in bounds]
+            if not (shuffled and self.train):  # an in-order pass may leave a rank nothing of a short tail
+                bounds = [(lo, hi) for lo, hi in bounds if hi > lo]
+        return bounds
 
     @abstractmethod
     def batches(self, generator: torch.Generator | None, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from isl_cli import distributed
 from isl_cli.artifacts import Artifact
 from isl_cli.checkpoints import load_features
 from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -91,20 +92,16 @@ def embed(model: torch.nn.Module, split: Split, spec: BackboneSpec, *, device: t
     model.eval()
     source = batch_source(split, spec, train=False, batch_size=batch_size, device=device,
                           num_workers=num_workers, subset=subset)
-    count = source.num_images
-    out = torch.empty(count, spec.low_dim, device=device)  # (n, D)
     task = progress.add_task("embed", total=source.num_batches(), stats="") if progress is not None else None
-    position = 0
+    chunks = [torch.zeros(0, spec.low_dim, device=device)]
     for _, images in source.batches(None):
-        feats = model(images)  # (b, D)
-        out[position:position + len(feats)] = feats
-        position += len(feats)
+        chunks.append(model(images))  # (b, D)
         if task is not None:
             progress.advance(task)
     if task is not None:
         progress.remove_task(task)
     model.train(was_training)
-    return out
+    return distributed.all_gather_cat(torch.cat(chunks))  # (n, D): every rank's slices, in order
 
 
 @dataclass
@@ -170,3 +167,18 @@ def plan_output(out: Path, partial: Path, *, resume: bool, overwrite: bool, kind
     if out.exists() and not overwrite:
         raise IslError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     return "fresh"
+
+
+def batch_triplets(anchors: torch.Tensor, indices: torch.Tensor, memory: torch.Tensor, graph,
+                   num_draws: int, generator: torch.Generator):
+    """Triplets (a, p, n, neg_idx) for this rank's slice of a batch (ISL-METHOD.md section 5).
+
+    The K draws are made for the whole global batch from `generator` and then
+    sliced, so data-parallel ranks draw exactly the negatives one process would.
+    """
+    from isl_cli.triplets import draw_non_neighbors, nearest_negatives
+
+    all_indices, start = distributed.all_gather_with_offset(indices)  # (B,), offset of this slice
+    draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    negatives = nearest_negatives(anchors, draws, memory)  # (b,)
+    return anchors, memory[indices], memory[negatives], negatives

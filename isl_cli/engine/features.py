@@ -17,6 +17,7 @@ random draw comes from seeded generators, a run resumed from a checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from isl_cli import distributed
 from isl_cli.artifacts import atomic_write_bytes
 from isl_cli.bank import MemoryBank
 from isl_cli.checkpoints import (
@@ -95,7 +97,7 @@ class _State:
 
     cfg: FeaturesConfig
     spec: BackboneSpec
-    model: torch.nn.Module
+    model: torch.nn.Module  # what runs forward: the backbone, DDP-wrapped under torchrun
     bank: MemoryBank
     graph: NeighborGraph
     optimizer: torch.optim.Optimizer
@@ -107,6 +109,12 @@ class _State:
     partial_sums: list[float] = field(default_factory=lambda: [0.0] * 5)
     history: list[dict[str, Any]] = field(default_factory=list)
     origin: dict[str, Any] = field(default_factory=dict)  # init / neighbors provenance
+    scaler: Any = None  # torch.amp.GradScaler for --amp fp16
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The bare backbone (for state dicts), whatever wraps it."""
+        return distributed.unwrap(self.model)
 
     @property
     def epoch(self) -> int:
@@ -116,6 +124,8 @@ class _State:
 
 def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
+    if job.config.amp == "fp16" and job.device.type != "cuda":
+        raise IslError("--amp fp16 needs a CUDA device; use --amp bf16 (or none) here")
     train, test, fingerprint = load_train_test(job.data_dir)
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="features")
@@ -180,8 +190,10 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
         origin["neighbors_entries"] = graph.num_entries()
     if job.round_index is not None:
         round_index = job.round_index
+    scaler = _make_scaler(cfg, job.device, init.meta.get("scaler") if init is not None else None)
+    model = _prepare_model(model, cfg, job.device)
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
-                  round=round_index, start_epoch=start_epoch, history=history, origin=origin)
+                  round=round_index, start_epoch=start_epoch, history=history, origin=origin, scaler=scaler)
 
 
 def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -> _State:
@@ -200,11 +212,31 @@ def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -
     pairs = art.tensors.get("graph.pairs", torch.zeros(0, 2, dtype=torch.int64))
     graph = NeighborGraph.from_pairs(pairs, len(train)).to(device)
     meta = art.meta
-    return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
+    # partial sums are global: rank 0 carries them, the others restart their share at zero
+    sums = [float(x) for x in meta.get("partial_sums", [0.0] * 5)] if distributed.context().is_main else [0.0] * 5
+    return _State(cfg=cfg, spec=spec, model=_prepare_model(model, cfg, device), bank=bank, graph=graph,
+                  optimizer=optimizer, scheduler=scheduler,
                   round=int(meta.get("round", 0)), stage_epochs=int(meta.get("stage_epochs", 0)),
                   start_epoch=int(meta.get("start_epoch", 0)), resume_batch=int(meta.get("resume_batch", 0)),
-                  partial_sums=[float(x) for x in meta.get("partial_sums", [0.0] * 5)],
-                  history=list(meta.get("history", [])), origin=dict(meta.get("origin", {})))
+                  partial_sums=sums, history=list(meta.get("history", [])), origin=dict(meta.get("origin", {})),
+                  scaler=_make_scaler(cfg, device, meta.get("scaler")))
+
+
+def _prepare_model(model: torch.nn.Module, cfg: FeaturesConfig, device: torch.device) -> torch.nn.Module:
+    """Memory format, then the data-parallel wrapper (a no-op in one process)."""
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)
+
+
+def _make_scaler(cfg: FeaturesConfig, device: torch.device, state: dict[str, Any] | None):
+    """A gradient scaler for fp16 autocast (bf16 and fp32 need none)."""
+    if cfg.amp != "fp16":
+        return None
+    scaler = torch.amp.GradScaler(device.type)
+    if state:
+        scaler.load_state_dict(state)
+    return scaler
 
 
 # --------------------------------------------------------------------------- training
@@ -227,57 +259,91 @@ def _run_epochs(job: FeaturesJob, state: _State, train: Split, test: Split, fing
         while state.stage_epochs < cfg.epochs:
             epoch_start = time.perf_counter()
             meter = Throughput()
-            sums = torch.tensor(state.partial_sums, dtype=torch.float64, device="cpu").to(device)  # (5,) loss sums, count
+            sums = torch.tensor(state.partial_sums, dtype=_sum_dtype(device)).to(device)  # (5,) loss sums, count
             generator = generator_for(cfg.seed, "features", state.epoch)
             stream = source.batches(generator, start=state.resume_batch)
             step = state.resume_batch
             state.model.train()
             for indices, images in stream:
                 terms = _train_step(state, indices, images, plain)
-                sums += torch.stack([terms[k].detach().double() * len(indices) for k in LOSS_TERMS]
-                                    + [torch.tensor(float(len(indices)), dtype=torch.float64, device=device)])
+                sums += torch.stack([terms[k].detach().to(sums.dtype) * len(indices) for k in LOSS_TERMS]
+                                    + [sums.new_tensor(float(len(indices)))])
                 step += 1
-                meter.add(len(indices))
+                meter.add(len(indices) * distributed.context().world)
                 progress.advance(task)
                 if step % 10 == 0 or step == batches_per_epoch:
-                    means = _means(sums)
+                    means = _means(distributed.all_reduce_sum(sums))
                     if not all(map(_finite, means.values())):
                         _non_finite(job, state, partial)
                     progress.update(task, description=f"round {state.round} epoch {state.epoch + 1}",
                                     stats=_stats(means, meter.rate))
-                if stop:
-                    means = _means(sums)
-                    if not all(map(_finite, means.values())):
+                if distributed.any_rank(bool(stop), device):
+                    total = distributed.all_reduce_sum(sums)
+                    if not all(map(_finite, _means(total).values())):
                         _non_finite(job, state, partial)
                     state.resume_batch = step if step < batches_per_epoch else 0
-                    state.partial_sums = sums.tolist()
+                    state.partial_sums = total.tolist()
+                    sums = total if distributed.context().is_main else torch.zeros_like(total)
                     if state.resume_batch == 0:
                         _end_epoch(state, evaluator, sums, meter, epoch_start, partial, fingerprint, job)
                     else:
                         _save(job, state, partial, fingerprint, complete=False)
                     raise StageInterrupted(f"stopped at epoch {state.epoch + 1}, batch {step}; "
                                            f"checkpoint saved to {partial}", job.resume_command)
-            means = _means(sums)
-            if not all(map(_finite, means.values())):
+            total = distributed.all_reduce_sum(sums)  # (5,) over every rank
+            if not all(map(_finite, _means(total).values())):
                 _non_finite(job, state, partial)
-            _end_epoch(state, evaluator, sums, meter, epoch_start, partial, fingerprint, job)
+            _end_epoch(state, evaluator, total, meter, epoch_start, partial, fingerprint, job)
 
 
 def _train_step(state: _State, indices: torch.Tensor, images: torch.Tensor, plain: bool) -> dict[str, torch.Tensor]:
-    temperature = state.cfg.temperature
-    features = state.model(images)  # (B, D)
-    logits = state.bank.logits(features, temperature)  # (B, N), from the old bank
+    """One step on this rank's slice `indices` (b,) of the global batch."""
+    cfg = state.cfg
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(images.device, cfg.amp):
+        features = state.model(images)  # (b, D)
+    features = features.float()  # the bank, the softmax over N and the loss stay in fp32
+    logits = state.bank.logits(features, cfg.temperature)  # (b, N), from the old bank
     if plain:
         loss = instance_loss(logits, indices)
         zero = loss.new_zeros(())
         terms = {"loss": loss, "inst": loss.detach(), "aff": zero, "hp": zero}
     else:
-        terms = isl_loss(logits, indices, state.graph, state.bank.memory, temperature, state.cfg.hp_weight)
+        terms = isl_loss(logits, indices, state.graph, state.bank.memory, cfg.temperature, cfg.hp_weight)
+    # Every term is a sum over the batch / b. Scaled by b * world / B, the gradients DDP averages over ranks
+    # are those of (sum over the global batch) / B, as in one process.
+    world = distributed.context().world
+    loss = terms["loss"] if world == 1 else terms["loss"] * (len(indices) * world / _global_batch(indices))
     state.optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    state.optimizer.step()
-    state.bank.update(indices, features.detach())  # then move the bank, no grad
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        loss.backward()
+        state.optimizer.step()
+    all_indices = distributed.all_gather_cat(indices)  # (B,) in batch order on every rank
+    all_features = distributed.all_gather_cat(features.detach())  # (B, D)
+    state.bank.update(all_indices, all_features)  # then move the bank, the same on every rank, no grad
     return terms
+
+
+def _global_batch(indices: torch.Tensor) -> int:
+    """Size of the global batch this rank's slice belongs to."""
+    return int(distributed.all_reduce_sum(indices.new_tensor([len(indices)]))[0])
+
+
+def autocast(device: torch.device, amp: str):
+    """Mixed-precision context for the backbone forward (`--amp bf16|fp16`); a no-op for `none`."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter: Throughput, epoch_start: float,
@@ -314,7 +380,9 @@ def _finish(job: FeaturesJob, state: _State, fingerprint: str, partial: Path) ->
 
 
 def _save(job: FeaturesJob, state: _State, path: Path, fingerprint: str, complete: bool) -> None:
-    tensors = module_tensors("backbone", state.model)
+    if not distributed.same_on_all_ranks(state.bank.memory):
+        raise IslError("data-parallel ranks hold different memory banks; stopping before writing a checkpoint")
+    tensors = module_tensors("backbone", state.backbone)
     tensors["bank.memory"] = state.bank.memory
     tensors["graph.pairs"] = state.graph.pairs()
     optim_tensors, optim_info = optimizer_tensors("optim", state.optimizer)
@@ -335,7 +403,10 @@ def _save(job: FeaturesJob, state: _State, path: Path, fingerprint: str, complet
         "backbone": state.spec.to_meta(),
         "graph_entries": state.graph.num_entries(),
         "origin": state.origin,
+        "world_size": distributed.context().world,
     }
+    if state.scaler is not None:
+        meta["scaler"] = state.scaler.state_dict()
     save_features(path, tensors, fingerprint=fingerprint, config=to_dict(state.cfg), meta=meta)
 
 

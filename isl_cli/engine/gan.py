@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
+from isl_cli import distributed
 from isl_cli.checkpoints import features_id, load_gan, partial_path, save_gan
 from isl_cli.config import GanConfig, from_dict, to_dict
-from isl_cli.engine.common import LoadedFeatures, batch_source, open_features, plan_output
+from isl_cli.engine.common import LoadedFeatures, batch_source, batch_triplets, open_features, plan_output
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -38,7 +39,6 @@ from isl_cli.errors import IslError, StageInterrupted
 from isl_cli.losses import discriminator_loss, generator_loss
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph
-from isl_cli.triplets import build_triplets
 
 
 @dataclass
@@ -140,6 +140,7 @@ def _fresh(job: GanJob, loaded: LoadedFeatures) -> _GanState:
         origin["init_round"] = init.meta.get("round")
     if job.round_index is not None:
         round_index = job.round_index
+    generator, discriminator = _wrap(generator, job.device), _wrap(discriminator, job.device)
     return _GanState(cfg=cfg, generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
                      round=round_index, features_id=str(loaded.artifact.meta.get("features_id")), origin=origin)
 
@@ -154,12 +155,18 @@ def _restore(path: Path, loaded: LoadedFeatures, job: GanJob) -> _GanState:
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr)
     _load_networks(art, generator, discriminator, opt_g, opt_d, str(path))
+    generator, discriminator = _wrap(generator, job.device), _wrap(discriminator, job.device)
+    sums = [float(x) for x in art.meta.get("partial_sums", [0.0] * 3)]
     return _GanState(cfg=cfg, generator=generator, discriminator=discriminator, opt_g=opt_g, opt_d=opt_d,
                      round=int(art.meta.get("round", 0)), features_id=str(art.meta.get("features_id")),
                      g_losses=art["g_losses"].tolist(), d_losses=art["d_losses"].tolist(),
                      history=list(art.meta.get("history", [])), origin=dict(art.meta.get("origin", {})),
                      resume_batch=int(art.meta.get("resume_batch", 0)),
-                     partial_sums=[float(x) for x in art.meta.get("partial_sums", [0.0] * 3)])
+                     partial_sums=sums if distributed.context().is_main else [0.0] * 3)
+
+
+def _wrap(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    return distributed.wrap_model(network, device, sync_bn=False)
 
 
 def _load_networks(art, generator, discriminator, opt_g, opt_d, what: str) -> None:
@@ -186,7 +193,8 @@ def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: Ne
             epoch = len(state.g_losses)
             progress.reset(task, total=source.num_batches(), description=f"round {state.round} gan epoch {epoch + 1}")
             meter, start = Throughput(), time.perf_counter()
-            sums = torch.tensor(state.partial_sums, dtype=torch.float64).to(device)  # (3,) g, d, count
+            sums = torch.tensor(state.partial_sums, dtype=torch.float32 if device.type == "mps" else torch.float64
+                                ).to(device)  # (3,) g, d, count
             batch_gen = generator_for(cfg.seed, "gan-batches", state.round, epoch)
             stream = source.batches(batch_gen, start=state.resume_batch)
             step = state.resume_batch
@@ -196,23 +204,26 @@ def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: Ne
                 draw_gen = torch.Generator(device=device).manual_seed(
                     derive_seed(cfg.seed, "gan-draws", state.round, epoch, step))
                 with torch.no_grad():
-                    anchors = loaded.model(images)  # (B, D), eval mode
-                    a, p, n, _ = build_triplets(anchors, indices, memory, graph, cfg.num_draws, draw_gen)
+                    anchors = loaded.model(images)  # (b, D), eval mode
+                    a, p, n, _ = batch_triplets(anchors, indices, memory, graph, cfg.num_draws, draw_gen)
                 g_loss, d_loss = _gan_step(state, a, p, n)
-                sums += torch.stack([g_loss.double() * len(indices), d_loss.double() * len(indices),
-                                     torch.tensor(float(len(indices)), dtype=torch.float64, device=device)])
-                meter.add(len(indices))
+                sums += torch.stack([g_loss.to(sums.dtype) * len(indices), d_loss.to(sums.dtype) * len(indices),
+                                     sums.new_tensor(float(len(indices)))])
+                meter.add(len(indices) * distributed.context().world)
                 step += 1
                 progress.advance(task)
-                if stop and step < source.num_batches():
-                    state.resume_batch, state.partial_sums = step, sums.tolist()
+                stopping = distributed.any_rank(bool(stop), device)
+                if stopping and step < source.num_batches():
+                    total = distributed.all_reduce_sum(sums)
+                    state.resume_batch, state.partial_sums = step, total.tolist()
                     if not all(map(_finite, state.partial_sums)):
                         raise IslError("non-finite GAN loss; stopped and saved nothing new")
                     _save(job, state, partial, loaded, complete=False)
                     raise StageInterrupted(f"stopped in GAN epoch {epoch + 1} at batch {step}; "
                                            f"checkpoint saved to {partial}", job.resume_command)
             state.resume_batch, state.partial_sums = 0, [0.0] * 3
-            g_mean, d_mean, _ = (sums[:2] / sums[2]).tolist() + [0.0]
+            sums = distributed.all_reduce_sum(sums)  # (3,) over every rank
+            g_mean, d_mean = (sums[:2] / sums[2]).tolist()
             if not (_finite(g_mean) and _finite(d_mean)):
                 raise IslError(f"non-finite GAN loss in epoch {epoch + 1}; stopped and saved nothing new "
                                f"(last good checkpoint: {partial if partial.exists() else 'none'})")
@@ -228,7 +239,7 @@ def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: Ne
             if decision.stop:
                 return decision
             _save(job, state, partial, loaded, complete=False)
-            if stop:
+            if stopping:
                 raise StageInterrupted(f"stopped after GAN epoch {epoch + 1}; checkpoint saved to {partial}",
                                        job.resume_command)
 
@@ -247,8 +258,8 @@ def _gan_step(state: _GanState, a: torch.Tensor, p: torch.Tensor, n: torch.Tenso
 
 
 def _save(job: GanJob, state: _GanState, path: Path, loaded: LoadedFeatures, complete: bool) -> None:
-    tensors = module_tensors("generator", state.generator)
-    tensors.update(module_tensors("discriminator", state.discriminator))
+    tensors = module_tensors("generator", distributed.unwrap(state.generator))
+    tensors.update(module_tensors("discriminator", distributed.unwrap(state.discriminator)))
     g_tensors, g_info = optimizer_tensors("optim_g", state.opt_g)
     d_tensors, d_info = optimizer_tensors("optim_d", state.opt_d)
     tensors.update(g_tensors)

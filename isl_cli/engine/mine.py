@@ -17,17 +17,17 @@ from typing import Any
 
 import torch
 
+from isl_cli import distributed
 from isl_cli.checkpoints import load_gan, load_neighbors, save_neighbors
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
-from isl_cli.engine.common import batch_source, open_features
+from isl_cli.engine.common import batch_source, batch_triplets, open_features
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import derive_seed, generator_for, load_module
 from isl_cli.errors import IslError, StageInterrupted
 from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
-from isl_cli.triplets import build_triplets
 
 
 @dataclass
@@ -105,15 +105,16 @@ def mine_neighbors(job: MineJob) -> MineResult:
                 draw_gen = torch.Generator(device=job.device).manual_seed(
                     derive_seed(cfg.seed, "mine-draws", round_index, passes, step))
                 anchors = loaded.model(images)  # (B, D), eval mode
-                a, p, neg, _ = build_triplets(anchors, indices, loaded.memory, graph, cfg.num_draws, draw_gen)
-                proxies = generator(a, p, neg)  # (B, D)
-                scores = discriminator.score(a, proxies, neg).squeeze(1)  # (B,)
+                a, p, neg, _ = batch_triplets(anchors, indices, loaded.memory, graph, cfg.num_draws, draw_gen)
+                proxies = generator(a, p, neg)  # (b, D)
+                scores = discriminator.score(a, proxies, neg).squeeze(1)  # (b,)
                 rows, cols = propose_pairs(proxies, scores, indices, loaded.memory, cfg.tau, cfg.base_radius,
-                                           cfg.top_k)
-                graph.add_pairs(rows, cols)
-                meter.add(len(indices))
+                                           cfg.top_k)  # (P,), (P,)
+                # every rank adds every rank's proposals, in rank order: the graphs stay identical
+                graph.add_pairs(distributed.all_gather_cat(rows), distributed.all_gather_cat(cols))
+                meter.add(len(indices) * distributed.context().world)
                 progress.advance(task)
-                if stop:
+                if distributed.any_rank(bool(stop), job.device):
                     raise StageInterrupted("mining interrupted; nothing was written (mining restarts from the "
                                            "beginning and is deterministic)")
             passes += 1
@@ -127,6 +128,8 @@ def mine_neighbors(job: MineJob) -> MineResult:
         reason = (f"stopped at the cap of {cfg.max_passes} passes with {graph.num_entries()} entries, "
                   f"below the quota of {target}; writing what was found")
         log(f"[yellow]{reason}[/yellow]")
+    if not distributed.same_on_all_ranks(graph.keys):
+        raise IslError("data-parallel ranks mined different graphs; nothing was written")
     pairs = graph.pairs().cpu()  # (E, 2) with i < j
     is_new = ~_member(pairs[:, 0] * n + pairs[:, 1], initial_keys.cpu())
     round_added = _rounds_for(pairs, base_pairs, base_rounds, is_new, round_index, n)

@@ -14,6 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 _console = Console(stderr=True, highlight=False)
 
 
+def quiet() -> None:
+    """Silence logs and progress bars (data-parallel ranks other than 0)."""
+    _console.quiet = True
+
+
 def log(message: str) -> None:
     """One human log line on stderr (stdout stays for results)."""
     _console.print(message, soft_wrap=True)

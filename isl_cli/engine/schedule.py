@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +170,18 @@ def _claim_run_dir(job: RunJob) -> None:
 
 
 def _clear(run_dir: Path) -> None:
+    from isl_cli import distributed
+
     log(f"[yellow]--overwrite: discarding the previous run in {run_dir}[/yellow]")
+    if not distributed.context().is_main:
+        distributed.barrier()
+        return
     for child in run_dir.iterdir():
         if child.is_dir():
             shutil.rmtree(child)
         else:
             child.unlink()
+    distributed.barrier()
 
 
 def _config_diff(old: Any, new: dict[str, Any]) -> str:
