@@ -148,7 +148,7 @@ def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConf
         raise IslError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     features, gan, mine = paper_features(imagenet), GanConfig(), paper_mine(imagenet)
     if preset == "quick":
-        features = replace(features, width=0.25, epochs=3, eval_every=3, num_workers=2)
+        features = replace(features, width=0.125, epochs=6, eval_every=3, num_workers=2)
         gan = replace(gan, epochs=2, num_draws=1024)
         mine = replace(mine, num_draws=1024, max_passes=3)
     return features, gan, mine

@@ -62,3 +62,17 @@ def assert_error_line(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids thread hand-off costs (ms per op on a busy 2-core machine).
+
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

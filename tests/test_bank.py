@@ -10,19 +10,10 @@ import torch.nn.functional as F
 
 from isl_cli.bank import MemoryBank
 
-try:
-    from tests import oracles
-except ImportError:
-    import oracles
+import oracles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_initial_values_are_uniform_in_the_reference_range_and_not_normalised():

@@ -10,13 +10,13 @@ import torch
 from archive_builders import clean_env, run_isl  # noqa: F401  (clean_env is an autouse fixture)
 
 from isl_cli.data.sources.shapes import (
-    MIN_CONTRAST,
+    DEFAULT_STYLE,
     SDFS,
     SHAPE_CLASSES,
     ShapeStyle,
-    _pick_foreground,
     balanced_labels,
     generate_shapes,
+    hsv_to_rgb,
 )
 from isl_cli.data.store import load_split
 
@@ -59,11 +59,13 @@ def test_the_ten_shapes_differ_in_outline():
 
 
 def test_shape_colour_contrasts_with_the_background():
-    gen = torch.Generator().manual_seed(0)
-    background = torch.rand(2000, 3, generator=gen)  # (n, 3)
-    foreground = _pick_foreground(background, gen)  # (n, 3)
-    distance = (foreground - background).norm(dim=1)  # (n,)
-    assert (distance >= MIN_CONTRAST).float().mean() > 0.99
+    hues = torch.linspace(0, 1, 721)[:-1]  # (n,) every hue
+    colours = hsv_to_rgb(hues, DEFAULT_STYLE.fg_saturation, DEFAULT_STYLE.fg_value)  # (n, 3)
+    assert colours.min() >= 0 and colours.max() <= 1
+    assert torch.allclose(hsv_to_rgb(torch.tensor([0.0, 1 / 3, 2 / 3]), 1.0, 1.0), torch.eye(3))  # red, green, blue
+    for grey in DEFAULT_STYLE.background:  # the darkest and brightest background
+        distance = (colours - grey).norm(dim=1)  # (n,)
+        assert distance.min() >= 0.45
 
 
 def test_other_image_sizes():
@@ -85,10 +87,9 @@ def test_style_is_validated_and_threads_are_restored():
     with pytest.raises(ValueError):
         ShapeStyle(radius=(9.0, 5.0))
     with pytest.raises(ValueError):
-        ShapeStyle(saturation=1.5)
+        ShapeStyle(fg_saturation=1.5)
     before = torch.get_num_threads()
     generate_shapes(5, seed=0)
     assert torch.get_num_threads() == before
-    grey, _ = generate_shapes(20, seed=0, style=ShapeStyle(saturation=0.0, noise=(0.0, 0.0), bg_slope=0.0, fg_slope=0.0))
-    background = grey[:, :, 0, 0].int()  # (n, 3) a corner pixel, far from the shape
-    assert (background.max(dim=1).values - background.min(dim=1).values).max() <= 1  # grey: R = G = B
+    grey, _ = generate_shapes(20, seed=0, style=ShapeStyle(fg_saturation=0.0, noise=(0.0, 0.0)))
+    assert (grey.max(dim=1).values.int() - grey.min(dim=1).values.int()).max() <= 1  # all grey: R = G = B

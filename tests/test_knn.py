@@ -10,13 +10,7 @@ import torch
 
 from isl_cli.knn import KnnResult, can_score, clamp_ks, knn_predict, topk_similar, weighted_knn
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny blocks: one intra-op thread avoids thread hand-off costs (ms per op on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CHUNKINGS = [

@@ -13,21 +13,12 @@ from isl_cli.bank import MemoryBank
 from isl_cli.losses import discriminator_loss, generator_loss, instance_loss, isl_loss
 from isl_cli.neighbors import NeighborGraph
 
-try:
-    from tests import oracles
-except ImportError:
-    import oracles
+import oracles
 
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_case(seed, num_items=40, dim=8, batch=10, num_pairs=25, raw_bank=False):

@@ -8,19 +8,10 @@ import torch.nn.functional as F
 
 from isl_cli.mining import propose_pairs, quota, quota_reached
 
-try:
-    from tests import oracles
-except ImportError:
-    import oracles
+import oracles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def as_pairs(i, j):

@@ -11,19 +11,10 @@ from hypothesis import strategies as st
 
 from isl_cli.neighbors import NeighborGraph, graph_stats
 
-try:
-    from tests import oracles
-except ImportError:
-    import oracles
+import oracles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pairs_tensor(pairs):

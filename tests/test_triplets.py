@@ -15,19 +15,10 @@ from isl_cli import triplets
 from isl_cli.neighbors import NeighborGraph
 from isl_cli.triplets import build_triplets, draw_non_neighbors, nearest_negatives
 
-try:
-    from tests import oracles
-except ImportError:
-    import oracles
+import oracles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off costs on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def graph_of(pairs, n):
