@@ -17,7 +17,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="A features artifact (from train-features or isl run).", show_default=False)],
     what: Annotated[str, Opt("--what", help="backbone (weights + architecture + normalisation) or embeddings (N x D features of a split).")] = "backbone",
     out: Annotated[Optional[Path], Opt("--out", help="Output file (required).", show_default=False)] = None,
-    fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) [default: from OUT's suffix].", show_default=False)] = None,
+    fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) \\[default: from OUT's suffix].", show_default=False)] = None,
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
     as_json: JsonOpt = False,

@@ -16,9 +16,9 @@ Opt = typer.Option
 
 def mine_neighbors(
     features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint (required).", show_default=False)] = None,
-    gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features [default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
-    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow [default: the one the features were trained with]. Never modified.", show_default=False)] = None,
-    out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new [default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
+    gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
     preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
     tau: Annotated[Optional[float], Opt("--tau", help="Score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
     base_radius: Annotated[Optional[float], Opt("--base-radius", help="R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].", show_default=False)] = None,
@@ -28,7 +28,7 @@ def mine_neighbors(
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size [128].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
-    round_index: Annotated[Optional[int], Opt("--round", help="Round number [default: the features' round].", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number \\[default: the features' round].", show_default=False)] = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",

@@ -18,10 +18,10 @@ def run(
     dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
     preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set; quick: small width and few epochs, the whole schedule on shapes in minutes on a CPU.")] = "paper",
     rounds: Annotated[int, Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors.")] = 4,
-    run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact [default: runs/DATASET].", show_default=False)] = None,
+    run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
-    data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder [default: ROOT/DATASET].", show_default=False)] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder \\[default: ROOT/DATASET].", show_default=False)] = None,
     k: Annotated[Optional[list[int]], Opt("--k", help="k of the final kNN evaluation; repeatable [200].", show_default=False)] = None,
     # feature stage
     epochs: Annotated[Optional[int], Opt("--epochs", help="train-features epochs per round.", show_default=False)] = None,

@@ -15,9 +15,9 @@ Opt = typer.Option
 
 def train_gan(
     features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint from train-features (required).", show_default=False)] = None,
-    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid [default: the graph the features were trained with].", show_default=False)] = None,
+    neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid \\[default: the graph the features were trained with].", show_default=False)] = None,
     init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does.")] = None,
-    out: Annotated[Optional[Path], Opt("--out", help="Output gan file [default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output gan file \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     epochs: Annotated[Optional[int], Opt("--epochs", help="Stop after exactly N epochs instead of the paper's rule.", show_default=False)] = None,
     max_epochs: Annotated[Optional[int], Opt("--max-epochs", help="Hard cap on epochs whatever the rule says [200].", show_default=False)] = None,
     preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
@@ -25,7 +25,7 @@ def train_gan(
     lr: Annotated[Optional[float], Opt("--lr", help="Adam learning rate of both networks [1e-4].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K drawn per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
-    round_index: Annotated[Optional[int], Opt("--round", help="Round number [default: the features' round].", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number \\[default: the features' round].", show_default=False)] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run from OUT.partial.safetensors.")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
     seed: SeedOpt = 0,
