@@ -137,3 +137,20 @@ def test_mining_refuses_mismatched_artifacts(features, gan, tiny_data, tmp_path,
     # a gan file where features are expected
     assert_error_line(cli("mine-neighbors", "--features", gan, "--gan", gan, "--out", tmp_path / "z.safetensors",
                           *TINY_GAN), "is a gan artifact, expected features")
+
+
+def test_moved_data_set_is_named_and_found_with_data_option(features, gan, tiny_data, tmp_path, cli):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_data, moved)
+    copy = tmp_path / "r0-features.safetensors"
+    header = read_header(features)
+    tensors = load_file(str(features))
+    meta = dict(header.meta, dataset=str(tmp_path / "gone"))  # the folder it recorded no longer exists
+    write_artifact(copy, "features", tensors, config=header.config, fingerprint=header.fingerprint, meta=meta)
+    assert_error_line(cli("mine-neighbors", "--features", copy, "--gan", gan, "--out", tmp_path / "n.safetensors"),
+                      "pass --data DIR")
+    found = cli("train-gan", "--features", copy, "--data", moved, "--out", tmp_path / "g.safetensors", *TINY_GAN,
+                *GAN_FAST, "--epochs", "1")
+    assert found.exit_code == 0, found.output

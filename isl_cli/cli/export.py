@@ -20,6 +20,7 @@ def export(
     fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) \\[default: from OUT's suffix].", show_default=False)] = None,
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
+    data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -35,9 +36,10 @@ def export(
     if fmt is None:
         fmt = {".onnx": "onnx", ".npy": "npy"}.get(out.suffix, "safetensors")
     if what == "backbone":
-        info = export_backbone(checkpoint, out, fmt, resolve_device(device))
+        info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
     elif what == "embeddings":
-        info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size)
+        info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
+                                 data_dir=data)
     else:
         raise IslError(f"--what must be backbone or embeddings, got {what!r}")
     if as_json:

@@ -16,6 +16,7 @@ Opt = typer.Option
 
 def mine_neighbors(
     features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint (required).", show_default=False)] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the features record].", show_default=False)] = None,
     gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
     out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
@@ -52,7 +53,7 @@ def mine_neighbors(
                       num_workers=workers)
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
                   out=out or sibling(features, "neighbors"), device=resolve_device(device), neighbors=neighbors,
-                  round_index=round_index, overwrite=overwrite, progress=not quiet)
+                  data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet)
     result = run_stage(job)
     table = Table(title=f"neighbours {result.out} (round {result.round})", title_justify="left", show_header=False)
     table.add_column("what", style="bold")

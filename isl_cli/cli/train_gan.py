@@ -16,6 +16,7 @@ Opt = typer.Option
 def train_gan(
     features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint from train-features (required).", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid \\[default: the graph the features were trained with].", show_default=False)] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the features record].", show_default=False)] = None,
     init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Output gan file \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     epochs: Annotated[Optional[int], Opt("--epochs", help="Stop after exactly N epochs instead of the paper's rule.", show_default=False)] = None,
@@ -50,7 +51,7 @@ def train_gan(
                       epochs=epochs, seed=seed, num_workers=workers)
     job = GanJob(config=config, features=features, out=out or sibling(features, "gan"),
                  device=resolve_device(device), init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
-                 round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"))
+                 data_dir=data, round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"))
     result = run_stage(job)
     console.print(f"[bold green]gan[/bold green] {result.out} (round {result.round}, {len(result.g_losses)} epochs, "
                   f"last g_loss {result.g_losses[-1]:.4f}): {result.stop_reason}")

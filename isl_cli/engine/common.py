@@ -121,9 +121,13 @@ def open_features(path: Path, device: torch.device, data_dir: Path | None = None
     from isl_cli.artifacts import read_header
 
     header = read_header(path, "features")
+    recorded = data_dir is None
     data_dir = Path(data_dir or header.meta.get("dataset", ""))
     if not str(data_dir):
         raise IslError(f"{path}: does not say which data set it was trained on; pass --data")
+    if recorded and not (data_dir / "train.safetensors").exists():
+        raise IslError(f"{path}: its data set folder {data_dir} (as recorded, relative to where train-features "
+                       f"ran) is not here; pass --data DIR")
     train_header = dataset_header(data_dir, "train")
     if train_header.fingerprint != header.fingerprint:
         raise IslError(f"{path}: was trained on a different data set than {data_dir} "

@@ -18,11 +18,12 @@ BACKBONE_FORMATS = ("safetensors", "onnx")
 EMBEDDING_FORMATS = ("safetensors", "npy")
 
 
-def export_backbone(checkpoint: Path, out: Path, fmt: str, device: torch.device) -> dict[str, Any]:
+def export_backbone(checkpoint: Path, out: Path, fmt: str, device: torch.device,
+                    data_dir: Path | None = None) -> dict[str, Any]:
     """Write the backbone weights alone (with architecture and normalisation) or an ONNX graph."""
     if fmt not in BACKBONE_FORMATS:
         raise IslError(f"--format {fmt!r} is not available for the backbone; choose {' or '.join(BACKBONE_FORMATS)}")
-    loaded = open_features(checkpoint, device)
+    loaded = open_features(checkpoint, device, data_dir)
     spec = loaded.spec.to_meta()
     if fmt == "safetensors":
         tensors = loaded.artifact.with_prefix("backbone.")
@@ -57,13 +58,13 @@ def _export_onnx(loaded, out: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_embeddings(checkpoint: Path, out: Path, split_name: str, fmt: str, device: torch.device,
-                      batch_size: int = 256, progress=None) -> dict[str, Any]:
+                      batch_size: int = 256, progress=None, data_dir: Path | None = None) -> dict[str, Any]:
     """Features (N, D) of un-augmented images of a split, with labels and indices."""
     if fmt not in EMBEDDING_FORMATS:
         raise IslError(f"--format {fmt!r} is not available for embeddings; choose {' or '.join(EMBEDDING_FORMATS)}")
     if split_name not in ("train", "test"):
         raise IslError(f"--split must be train or test, got {split_name!r}")
-    loaded = open_features(checkpoint, device)
+    loaded = open_features(checkpoint, device, data_dir)
     split = load_split(loaded.data_dir, split_name, fingerprint=loaded.fingerprint)
     workers = int(loaded.artifact.config.get("num_workers", 0))
     features = embed(loaded.model, split, loaded.spec, device=device, batch_size=batch_size, num_workers=workers,

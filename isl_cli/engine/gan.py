@@ -56,6 +56,7 @@ class GanJob:
     round_index: int | None = None
     progress: bool = True
     resume_command: str | None = None
+    data_dir: Path | None = None  # overrides the data set folder the features record
 
 
 @dataclass
@@ -88,7 +89,7 @@ class _GanState:
 
 def train_gan(job: GanJob) -> GanResult:
     """Run (or resume) the GAN stage and write the gan artifact."""
-    loaded = open_features(job.features, job.device)
+    loaded = open_features(job.features, job.device, job.data_dir)
     if not loaded.artifact.meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
     partial = partial_path(job.out)

@@ -43,6 +43,7 @@ class MineJob:
     round_index: int | None = None
     overwrite: bool = False
     progress: bool = True
+    data_dir: Path | None = None  # overrides the data set folder the features record
 
 
 @dataclass
@@ -65,7 +66,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
     if job.neighbors is not None and Path(job.neighbors).resolve() == Path(job.out).resolve():
         raise IslError("--out must differ from --neighbors: mining never touches the old file")
     start = time.perf_counter()
-    loaded = open_features(job.features, job.device)
+    loaded = open_features(job.features, job.device, job.data_dir)
     meta = loaded.artifact.meta
     if not meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
