@@ -102,8 +102,10 @@ def run(
 
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
-    table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left")
-    for name in ("round", "kNN top-1 %", "top-5 %", "nbrs/image", "mined prec. %", "chance %", "time s"):
+    table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
+                  caption="kNN top-1/top-5 % (k=200 unless said); mined-pair precision % and its chance level",
+                  caption_justify="left")
+    for name in ("round", "top-1", "top-5", "nbrs/img", "precision", "chance", "time s"):
         table.add_column(name, justify="right", no_wrap=True)
     for row in summary["rounds"]:
         table.add_row(
@@ -114,7 +116,7 @@ def print_summary(summary: dict) -> None:
     final = summary.get("final")
     if final and final.get("scored"):
         for res in final["results"]:
-            table.add_row(f"final k={res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
+            table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
                           f"{summary.get('total_seconds', 0):.0f}")
     console.print(table)
     if final and not final.get("scored"):
