@@ -28,7 +28,7 @@ def run(
     arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet.", show_default=False)] = None,
     width: Annotated[Optional[float], Opt("--width", help="ResNet channel multiplier.", show_default=False)] = None,
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size of every stage.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size of every stage (summed over torchrun ranks).", show_default=False)] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate.", show_default=False)] = None,
     weight_decay: Annotated[Optional[float], Opt("--weight-decay", show_default=False)] = None,
     temperature: Annotated[Optional[float], Opt("--temperature", show_default=False)] = None,

@@ -33,7 +33,7 @@ def train_features(
     width: Annotated[Optional[float], Opt("--width", help="Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).", show_default=False)] = None,
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D \\[default: 128].", show_default=False)] = None,
     variant: Annotated[Optional[str], Opt("--variant", help="cifar (32x32 backbones) or imagenet; picked from the image size unless given.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Batch size \\[paper: 128; 256 for ImageNet].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks \\[paper: 128; 256 for ImageNet].", show_default=False)] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate \\[paper: 0.03].", show_default=False)] = None,
     momentum: Annotated[Optional[float], Opt("--momentum", help="SGD momentum [0.9].", show_default=False)] = None,
     weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="Weight decay [5e-4; 1e-4 for ImageNet].", show_default=False)] = None,
