@@ -92,11 +92,14 @@ class MineConfig:
     top_k: int = 10
     per_round: float = 0.5
     max_passes: int = 200
+    quota_check: str = "pass"  # pass: after each pass, as the method says; batch: also after each batch
     seed: int = 0
     num_workers: int = 4
 
     def validate(self) -> "MineConfig":
         _positive(self, "batch_size", "num_draws", "top_k", "max_passes")
+        if self.quota_check not in ("pass", "batch"):
+            raise IslError(f"--quota-check must be pass or batch, got {self.quota_check!r}")
         if not 0.0 <= self.tau < 1.0:
             raise IslError(f"--tau must be in [0, 1), got {self.tau}")
         if not 0.0 <= self.base_radius <= 1.0:

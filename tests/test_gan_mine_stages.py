@@ -154,3 +154,16 @@ def test_moved_data_set_is_named_and_found_with_data_option(features, gan, tiny_
     found = cli("train-gan", "--features", copy, "--data", moved, "--out", tmp_path / "g.safetensors", *TINY_GAN,
                 *GAN_FAST, "--epochs", "1")
     assert found.exit_code == 0, found.output
+
+
+def test_quota_checked_per_batch_stops_within_the_pass(features, gan, tmp_path, cli):
+    common = ["--features", features, "--gan", gan, *TINY_GAN, "--tau", "0.0", "--base-radius", "0.0"]
+    per_pass, per_batch = tmp_path / "pass.safetensors", tmp_path / "batch.safetensors"
+    assert cli("mine-neighbors", *common, "--out", per_pass).exit_code == 0
+    result = cli("mine-neighbors", *common, "--out", per_batch, "--quota-check", "batch")
+    assert result.exit_code == 0, result.output
+    whole, first = read_header(per_pass).meta["stats"], read_header(per_batch).meta["stats"]
+    assert first["passes"] == 1 and first["entries"] > 48  # the quota (0 + 1) * 0.5 * 96 = 48 is exceeded
+    assert first["entries"] <= 2 * 16 * 10 < whole["entries"]  # by one batch of 16 images x top-10 at most
+    assert_error_line(cli("mine-neighbors", *common, "--out", tmp_path / "x.safetensors", "--quota-check", "never"),
+                      "--quota-check must be pass or batch")

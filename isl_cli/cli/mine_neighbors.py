@@ -26,6 +26,7 @@ def mine_neighbors(
     top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
     per_round: Annotated[Optional[float], Opt("--per-round", help="Quota: (round+1) x this x N neighbour entries [0.5].", show_default=False)] = None,
     max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on passes over the data [200].", show_default=False)] = None,
+    quota_check: Annotated[Optional[str], Opt("--quota-check", help="When to compare the neighbour count with the quota: after each pass (the method) or also after each batch (stops within a pass, so the quota is not overshot by a pass's worth). \\[default: pass].", show_default=False)] = None,
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
@@ -49,7 +50,7 @@ def mine_neighbors(
     imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
     _, _, base = preset_configs(preset, imagenet)
     config = override(base, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
-                      max_passes=max_passes, batch_size=batch_size, num_draws=num_draws, seed=seed,
+                      max_passes=max_passes, quota_check=quota_check, batch_size=batch_size, num_draws=num_draws, seed=seed,
                       num_workers=workers)
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
                   out=out or sibling(features, "neighbors"), device=resolve_device(device), neighbors=neighbors,

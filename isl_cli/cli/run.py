@@ -49,6 +49,7 @@ def run(
     top_k: Annotated[Optional[int], Opt("--top-k", show_default=False)] = None,
     per_round: Annotated[Optional[float], Opt("--per-round", show_default=False)] = None,
     max_passes: Annotated[Optional[int], Opt("--max-passes", show_default=False)] = None,
+    quota_check: Annotated[Optional[str], Opt("--quota-check", help="pass (the method) or batch: see `isl mine-neighbors --help`.", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
     seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
@@ -83,7 +84,7 @@ def run(
     gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
                    batch_size=batch_size, num_workers=workers, seed=seed)
     mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round, max_passes=max_passes,
-                    num_draws=num_draws, batch_size=batch_size, num_workers=workers, seed=seed)
+                    quota_check=quota_check, num_draws=num_draws, batch_size=batch_size, num_workers=workers, seed=seed)
     config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
                        eval_ks=tuple(k or [200]))
     run_dir = run_dir or Path("runs") / dataset

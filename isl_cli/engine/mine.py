@@ -118,6 +118,8 @@ def mine_neighbors(job: MineJob) -> MineResult:
                 if distributed.any_rank(bool(stop), job.device):
                     raise StageInterrupted("mining interrupted; nothing was written (mining restarts from the "
                                            "beginning and is deterministic)")
+                if cfg.quota_check == "batch" and graph.num_entries() > target:  # same graph on every rank
+                    break
             passes += 1
             progress.update(task, stats=f"{graph.num_entries()} entries / quota {target} | {meter.rate:.0f} img/s")
             log(f"mining pass {passes}: {graph.num_entries()} neighbour entries (quota {target})")
