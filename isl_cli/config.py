@@ -153,7 +153,7 @@ def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConf
     if preset == "quick":
         features = replace(features, width=0.125, epochs=6, eval_every=3, num_workers=2)
         gan = replace(gan, epochs=2, num_draws=1024)
-        mine = replace(mine, num_draws=1024, max_passes=3)
+        mine = replace(mine, num_draws=1024, max_passes=3, quota_check="batch")
     return features, gan, mine
 
 
