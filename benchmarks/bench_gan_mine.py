@@ -15,7 +15,6 @@ minimum over interleaved repeats.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,11 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_loss import BATCH, DIM, NUM_ITEMS, interleaved, make_benchmark_graph  # noqa: E402
+from bench_step import backbone_spec, parse_args, stored_batch, synchronizer  # noqa: E402
 
 from isl_cli.bank import MemoryBank  # noqa: E402
 from isl_cli.config import GanConfig, MineConfig  # noqa: E402
 from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, BatchAugment  # noqa: E402
-from isl_cli.engine.common import BackboneSpec, batch_triplets  # noqa: E402
+from isl_cli.engine.common import batch_triplets  # noqa: E402
 from isl_cli.engine.gan import _gan_step, _GanState  # noqa: E402
 from isl_cli.mining import propose_pairs  # noqa: E402
 from isl_cli.models.gan import Discriminator, Generator  # noqa: E402
@@ -36,27 +36,16 @@ from isl_cli.neighbors import NeighborGraph  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=float, default=0.25)
-    args = parser.parse_args()
+    args = parse_args(__doc__, repeats=10)
     device = torch.device(args.device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    sync = synchronizer(device)
     generator = torch.Generator().manual_seed(0)
-    spec = BackboneSpec(arch="resnet18", variant="cifar", width=args.width, low_dim=DIM, image_size=32,
-                        mean=tuple(CIFAR_MEAN), std=tuple(CIFAR_STD))
-    model = spec.build(device).eval()
+    model = backbone_spec(args.width).build(device).eval()
     memory = MemoryBank(NUM_ITEMS, DIM, generator=generator, device=device).memory  # (N, D)
     graph, _ = make_benchmark_graph(NUM_ITEMS, generator)
     graph = graph.to(device)
     base_keys = graph.keys
-    stored = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device)
-    indices = torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)  # (B,)
+    stored, indices = stored_batch(device, generator)  # (B, 3, 32, 32) uint8, (B,)
     augment = BatchAugment(32, CIFAR_MEAN, CIFAR_STD)
     gan_cfg, mine_cfg = GanConfig(), MineConfig()
     gen_net, dis_net = Generator(DIM).to(device), Discriminator(DIM).to(device)

@@ -36,11 +36,39 @@ from isl_cli.engine.features import _State, _train_step  # noqa: E402
 STEP_TARGET, AUGMENT_TARGET = 1.15, 0.10
 
 
+def parse_args(doc: str, repeats: int) -> argparse.Namespace:
+    """--repeats, --device and --width, shared by the backbone benchmarks."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width", type=float, default=0.25)
+    return parser.parse_args()
+
+
+def synchronizer(device: torch.device):
+    """A function that waits for the device's queued work (a no-op on the CPU)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return sync
+
+
+def backbone_spec(width: float) -> BackboneSpec:
+    """resnet18, 32x32 variant, D = 128."""
+    return BackboneSpec(arch="resnet18", variant="cifar", width=width, low_dim=DIM, image_size=32,
+                        mean=tuple(CIFAR_MEAN), std=tuple(CIFAR_STD))
+
+
+def stored_batch(device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """B random uint8 32x32 images (B, 3, 32, 32) and B distinct image indices (B,)."""
+    stored = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device)
+    return stored, torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)
+
+
 def make_state(device: torch.device, width: float, generator: torch.Generator) -> _State:
     """A freshly initialised round-1 stage state, as train-features builds it."""
     cfg = FeaturesConfig(width=width)
-    spec = BackboneSpec(arch="resnet18", variant="cifar", width=width, low_dim=DIM, image_size=32,
-                        mean=tuple(CIFAR_MEAN), std=tuple(CIFAR_STD))
+    spec = backbone_spec(width)
     model = spec.build(device)
     model.train()
     bank = MemoryBank(NUM_ITEMS, DIM, momentum=cfg.bank_momentum, generator=generator, device=device)
@@ -52,21 +80,12 @@ def make_state(device: torch.device, width: float, generator: torch.Generator) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=float, default=0.25)
-    args = parser.parse_args()
+    args = parse_args(__doc__, repeats=15)
     device = torch.device(args.device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    sync = synchronizer(device)
     generator = torch.Generator().manual_seed(0)
     state = make_state(device, args.width, generator)
-    stored = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device)
-    indices = torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)  # (B,)
+    stored, indices = stored_batch(device, generator)  # (B, 3, 32, 32) uint8, (B,)
     augment = BatchAugment(32, CIFAR_MEAN, CIFAR_STD)
     images = augment(stored, generator)  # (B, 3, 32, 32)
     with_neighbours = int((state.graph.degrees()[indices] > 1).sum())
