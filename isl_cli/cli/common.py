@@ -10,6 +10,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from isl_cli.errors import IslError, StageInterrupted
 
@@ -137,3 +138,11 @@ def dataset_is_imagenet(data_dir: Path, variant: str | None = None) -> bool:
     meta = read_header(path, "dataset").meta
     size = meta.get("image_size")
     return meta.get("storage") == "files" or size is None or int(size) > 64
+
+
+def field_table(title: str, value_justify: str = "left") -> Table:
+    """A headerless two-column table of bold field names and their values."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold", justify=value_justify)
+    return table

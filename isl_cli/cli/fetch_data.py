@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from isl_cli.cli.common import RootOpt, console, default_root, err_console
+from isl_cli.cli.common import RootOpt, console, default_root, err_console, field_table
 from isl_cli.errors import IslError
 
 NAMES = "shapes, cifar10, cifar100, svhn, mnist, fashion-mnist, imagefolder, imagenet"
@@ -70,9 +69,7 @@ def fetch_data(
     for note in outcome.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
 
-    table = Table(title=f"{outcome.path}", show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
+    table = field_table(f"{outcome.path}")
     table.add_row("data set", outcome.name)
     table.add_row("folder", str(outcome.path))
     table.add_row("train / test", f"{outcome.num_train:,} / {outcome.num_test:,} images")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import JsonOpt, console, emit
+from isl_cli.cli.common import JsonOpt, console, emit, field_table
 
 
 def inspect(
@@ -41,9 +41,7 @@ def inspect(
         emit(json.dumps(record, indent=2, sort_keys=True))
         return
 
-    summary = Table(title=f"{header.path}", show_header=False, title_justify="left")
-    summary.add_column("field", style="bold")
-    summary.add_column("value", overflow="fold")
+    summary = field_table(f"{header.path}")
     summary.add_row("kind", header.kind)
     summary.add_row("schema", str(header.schema))
     summary.add_row("written by", f"isl {header.version}")
@@ -64,9 +62,7 @@ def inspect(
     console.print(table)
 
     if header.config:
-        config = Table(title="config", title_justify="left", show_header=False)
-        config.add_column("key", style="bold")
-        config.add_column("value", overflow="fold")
+        config = field_table("config")
         for key, value in sorted(header.config.items()):
             config.add_row(key, _short(value))
         console.print(config)

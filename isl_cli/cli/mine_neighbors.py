@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, sibling
+from isl_cli.cli.common import DeviceOpt, SeedOpt, console, field_table, require_features, sibling
 from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
@@ -56,9 +55,7 @@ def mine_neighbors(
                   out=out or sibling(features, "neighbors"), device=resolve_device(device), neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet)
     result = run_stage(job)
-    table = Table(title=f"neighbours {result.out} (round {result.round})", title_justify="left", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    table = field_table(f"neighbours {result.out} (round {result.round})", value_justify="right")
     stats = result.stats
     table.add_row("neighbour entries", f"{result.entries} (quota {result.quota}, {'reached' if result.reached else 'NOT reached'})")
     table.add_row("passes", str(result.passes))

@@ -57,38 +57,12 @@ class FetchOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_dataset(
-    name: str,
-    root: str | Path,
-    source: str | Path | None = None,
-    folder_name: str | None = None,
-    size: int | None = None,
-    force: bool = False,
-    seed: int = 0,
-    num_train: int = 5000,
-    num_test: int = 1000,
-    progress: bool = True,
-    allow_download: bool = True,
-) -> Path:
+def prepare_dataset(name: str, root: str | Path, **options: Any) -> Path:
     """Make sure `<root>/<folder>/{train,test}.safetensors` hold data set `name`; return the folder.
 
-    Args:
-        name: a registry name (shapes, cifar10, cifar100, svhn, mnist, fashion-mnist, imagefolder, imagenet).
-        root: the data root.
-        source: local files to use instead of downloading (required for imagefolder and imagenet).
-        folder_name: folder under root (default: `name`).
-        size: resize images to size x size (imagefolder: shorter side, then centre crop).
-        force: re-create even when a valid data set with the same options exists.
-        seed, num_train, num_test: shapes only.
-        progress: show Rich progress bars on stderr.
-        allow_download: False makes a needed download an IslError (unattended runs).
-
-    Raises:
-        IslError: bad options or input, no network, checksum mismatch, existing data made differently.
+    `options` are `fetch_dataset`'s keyword arguments.
     """
-    return fetch_dataset(name, root, source=source, folder_name=folder_name, size=size, force=force, seed=seed,
-                         num_train=num_train, num_test=num_test, progress=progress,
-                         allow_download=allow_download).path
+    return fetch_dataset(name, root, **options).path
 
 
 def needs_network(name: str, source: str | Path | None = None, root: str | Path | None = None,
@@ -125,7 +99,23 @@ def fetch_dataset(
     allow_download: bool = True,
     console: Console | None = None,
 ) -> FetchOutcome:
-    """Like `prepare_dataset`, returning what was done (see `FetchOutcome`)."""
+    """Prepare data set `name` like `prepare_dataset`, returning what was done (see `FetchOutcome`).
+
+    Args:
+        name: a registry name (shapes, cifar10, cifar100, svhn, mnist, fashion-mnist, imagefolder, imagenet).
+        root: the data root.
+        source: local files to use instead of downloading (required for imagefolder and imagenet).
+        folder_name: folder under root (default: `name`).
+        size: resize images to size x size (imagefolder: shorter side, then centre crop).
+        force: re-create even when a valid data set with the same options exists.
+        seed, num_train, num_test: shapes only.
+        progress: show Rich progress bars on stderr.
+        console: where progress and notes go (default: stderr).
+        allow_download: False makes a needed download an IslError (unattended runs).
+
+    Raises:
+        IslError: bad options or input, no network, checksum mismatch, existing data made differently.
+    """
     started = time.perf_counter()
     console = console or Console(stderr=True, highlight=False)
     info = registry.dataset_info(name)
