@@ -7,6 +7,7 @@ for a CPU. Every field can be overridden from the command line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -50,8 +51,9 @@ class FeaturesConfig:
             raise IslError(f"--bank-momentum must be in [0, 1), got {self.bank_momentum}")
         if not 0.0 <= self.val_split < 1.0:
             raise IslError(f"--val-split must be in [0, 1), got {self.val_split}")
-        if self.weight_decay < 0 or self.momentum < 0 or self.hp_weight < 0:
-            raise IslError("--weight-decay, --momentum and --hp-weight must not be negative")
+        if not all(_finite_at_least_zero(v) for v in (self.weight_decay, self.momentum, self.hp_weight)):
+            raise IslError("--weight-decay, --momentum and --hp-weight must be finite and not negative, got "
+                           f"{self.weight_decay}, {self.momentum} and {self.hp_weight}")
         if not 0.0 < self.lr_factor < 1.0:
             raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
         if self.amp not in ("none", "bf16", "fp16"):
@@ -104,8 +106,8 @@ class MineConfig:
             raise IslError(f"--tau must be in [0, 1), got {self.tau}")
         if not 0.0 <= self.base_radius <= 1.0:
             raise IslError(f"--base-radius must be in [0, 1], got {self.base_radius}")
-        if self.per_round <= 0:
-            raise IslError(f"--per-round must be positive, got {self.per_round}")
+        if not math.isfinite(self.per_round) or self.per_round <= 0:
+            raise IslError(f"--per-round must be positive and finite, got {self.per_round}")
         return self
 
 
@@ -124,6 +126,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         if self.rounds <= 0:
             raise IslError(f"--rounds must be positive, got {self.rounds}")
+        if not self.eval_ks or any(k <= 0 for k in self.eval_ks):
+            raise IslError(f"--k must be positive, got {', '.join(map(str, self.eval_ks)) or 'none'}")
         self.features.validate()
         self.gan.validate()
         self.mine.validate()
@@ -177,8 +181,12 @@ def override(config: Any, **changes: Any):
 def _positive(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
-        if value is None or value <= 0:
-            raise IslError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if value is None or not math.isfinite(value) or value <= 0:  # NaN: `nan <= 0` is False
+            raise IslError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
+
+
+def _finite_at_least_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
 
 
 def _positive_float(cfg: Any, *names: str) -> None:

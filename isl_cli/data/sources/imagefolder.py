@@ -47,19 +47,32 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk_images(folder: str, prefix: str) -> Iterator[str]:
-    """Image files under `folder` (recursively, sorted), as `prefix/relative/path`."""
+def walk_images(folder: str, prefix: str, _ancestors: frozenset = frozenset()) -> Iterator[str]:
+    """Image files under `folder` (recursively, sorted), as `prefix/relative/path`.
+
+    A symbolic link that cannot be resolved (a loop) or a folder link back to one
+    of its own parents is refused with one line naming it.
+    """
     try:
+        here = os.stat(folder)
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         raise IslError(f"{folder}: cannot list ({exc.strerror or exc})") from None
+    ancestors = _ancestors | {(here.st_dev, here.st_ino)}
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            yield from walk_images(entry.path, f"{prefix}/{entry.name}")
-        elif entry.is_file() and is_image_name(entry.name):
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+            target = entry.stat() if is_dir else None
+        except OSError as exc:
+            raise IslError(f"{entry.path}: cannot be read ({exc.strerror or exc}); remove or fix this link") from None
+        if is_dir:
+            if (target.st_dev, target.st_ino) in ancestors:
+                raise IslError(f"{entry.path}: links back to a folder that contains it (a loop); remove this link")
+            yield from walk_images(entry.path, f"{prefix}/{entry.name}", ancestors)
+        elif is_file and is_image_name(entry.name):
             yield f"{prefix}/{entry.name}"
 
 
