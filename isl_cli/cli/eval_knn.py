@@ -28,9 +28,12 @@ def eval_knn(
     from isl_cli.device import resolve_device
     from isl_cli.engine.evaluation import evaluate_checkpoint
 
+    from isl_cli import checks
+
     ks = k or [200]
-    if any(v <= 0 for v in ks):
-        raise typer.BadParameter("--k must be positive")
+    checks.positive_ints("--k", ks)
+    checks.positive_ints("--batch-size", [batch_size])
+    checks.finite_positive("--temperature", temperature)
     report = evaluate_checkpoint(checkpoint, ks, recompute=recompute, device=resolve_device(device),
                                  data_dir=data, batch_size=batch_size, progress=not (quiet or as_json),
                                  temperature=temperature)

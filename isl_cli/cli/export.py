@@ -31,8 +31,12 @@ def export(
     from isl_cli.engine.export import export_backbone, export_embeddings
     from isl_cli.errors import IslError
 
+    from isl_cli import checks
+
     if out is None:
         raise IslError("--out is required: where to write the export")
+    checks.positive_ints("--batch-size", [batch_size])
+    checks.writable_folder(out)
     if fmt is None:
         fmt = {".onnx": "onnx", ".npy": "npy"}.get(out.suffix, "safetensors")
     if what == "backbone":

@@ -61,8 +61,16 @@ def fetch_data(
                  if value is not None]
         if given:
             raise IslError(f"{', '.join(given)}: only for shapes")
+    from isl_cli import checks  # noqa: PLC0415
+
+    data_root = root or default_root()
+    if name == "shapes":
+        side = size or 32
+        count = (5000 if num_train is None else num_train) + (1000 if num_test is None else num_test)
+        checks.fits_in_memory(f"shapes with {count:,} images of {side}x{side}", count * (3 * side * side + 8))
+    checks.writable_folder(data_root / (folder or name) / "train.safetensors", "--root", shown=data_root)
     outcome = fetch_dataset(
-        name, root or default_root(), source=source, folder_name=folder, size=size, force=force,
+        name, data_root, source=source, folder_name=folder, size=size, force=force,
         seed=0 if seed is None else seed, num_train=5000 if num_train is None else num_train,
         num_test=1000 if num_test is None else num_test, progress=not quiet, console=err_console,
     )

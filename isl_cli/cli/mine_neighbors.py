@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from isl_cli.cli.common import DeviceOpt, SeedOpt, console, field_table, require_features, sibling
+from isl_cli import checks
 from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
@@ -51,8 +52,12 @@ def mine_neighbors(
     config = override(base, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
                       max_passes=max_passes, quota_check=quota_check, batch_size=batch_size, num_draws=num_draws, seed=seed,
                       num_workers=workers)
+    config.validate()
+    checks.training_batch(config.batch_size, batch_norm=False)
+    out = out or sibling(features, "neighbors")
+    checks.writable_folder(out)
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
-                  out=out or sibling(features, "neighbors"), device=resolve_device(device), neighbors=neighbors,
+                  out=out, device=resolve_device(device), neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet)
     result = run_stage(job)
     table = field_table(f"neighbours {result.out} (round {result.round})", value_justify="right")

@@ -14,6 +14,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `isl run` (or stage files named rR-STAGE.safetensors).", show_default=False)],
     queries: Annotated[int, typer.Option("--queries", help="Test images in the retrieval grid.")] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Which test images the retrieval grid shows.")] = 0,
+    data: Annotated[Path | None, typer.Option("--data", help="Data set folder \\[default: the one the run's features record, relative to where they were trained].", show_default=False)] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw PNG figures of a run: kNN accuracy per epoch across rounds, the loss terms, neighbours per image and
@@ -22,9 +23,11 @@ def report(
     from isl_cli.device import resolve_device
     from isl_cli.engine.report import write_report
 
-    if not run_dir.is_dir():
-        from isl_cli.errors import IslError
+    from isl_cli.errors import IslError
 
+    if not run_dir.is_dir():
         raise IslError(f"{run_dir}: no such run folder")
-    for path in write_report(run_dir, device=resolve_device(device), num_queries=queries, seed=seed):
+    if queries <= 0:
+        raise IslError(f"--queries must be positive, got {queries}")
+    for path in write_report(run_dir, device=resolve_device(device), num_queries=queries, seed=seed, data_dir=data):
         console.print(f"wrote {path}")

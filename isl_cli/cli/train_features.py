@@ -16,6 +16,7 @@ from isl_cli.cli.common import (
     default_root,
     resume_command,
 )
+from isl_cli import checks
 from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
@@ -72,11 +73,14 @@ def train_features(
         hp_weight=hp_weight, eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
         seed=seed, variant=variant, amp=amp, channels_last=channels_last, sync_bn=sync_bn,
     )
+    compute_device = resolve_device(device)
+    checks.features_options(config, imagenet=imagenet, device=compute_device)
     if out is None:
         round_guess = round_index if round_index is not None else _round_of(neighbors)
         out = Path("runs") / data_dir.name / f"r{round_guess}-features.safetensors"
+    checks.writable_folder(out)
     job = FeaturesJob(
-        config=config, data_dir=data_dir, out=out, device=resolve_device(device), init=init, neighbors=neighbors,
+        config=config, data_dir=data_dir, out=out, device=compute_device, init=init, neighbors=neighbors,
         resume=resume, overwrite=overwrite, round_index=round_index, variant=variant, progress=not quiet,
         resume_command=resume_command("train-features"),
     )

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, resume_command, sibling
+from isl_cli import checks
 from isl_cli.config import override, preset_configs
 
 Opt = typer.Option
@@ -49,7 +50,11 @@ def train_gan(
     _, base, _ = preset_configs(preset, imagenet)
     config = override(base, batch_size=batch_size, lr=lr, num_draws=num_draws, max_epochs=max_epochs,
                       epochs=epochs, seed=seed, num_workers=workers)
-    job = GanJob(config=config, features=features, out=out or sibling(features, "gan"),
+    config.validate()
+    checks.training_batch(config.batch_size, batch_norm=False)
+    out = out or sibling(features, "gan")
+    checks.writable_folder(out)
+    job = GanJob(config=config, features=features, out=out,
                  device=resolve_device(device), init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
                  data_dir=data, round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"))
     result = run_stage(job)

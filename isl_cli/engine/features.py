@@ -127,6 +127,9 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
     if job.config.amp == "fp16" and job.device.type != "cuda":
         raise IslError("--amp fp16 needs a CUDA device; use --amp bf16 (or none) here")
     train, test, fingerprint = load_train_test(job.data_dir)
+    from isl_cli.checks import val_split_leaves_keys
+
+    val_split_leaves_keys(job.config.val_split, len(train))
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="features")
     if plan == "done":

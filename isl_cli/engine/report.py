@@ -48,7 +48,7 @@ def _stage_files(run_dir: Path, stage: str) -> list[tuple[int, Path]]:
 
 
 def write_report(run_dir: Path, *, device: torch.device | None = None, num_queries: int = 8,
-                 seed: int = 0) -> list[Path]:
+                 seed: int = 0, data_dir: Path | None = None) -> list[Path]:
     """Draw every figure the run folder has data for; returns the PNG paths."""
     run_dir = Path(run_dir)
     features = _stage_files(run_dir, "features")
@@ -66,7 +66,8 @@ def write_report(run_dir: Path, *, device: torch.device | None = None, num_queri
     gans = _stage_files(run_dir, "gan")
     if gans:
         out.append(_gan_figure(gans, run_dir / "gan.png"))
-    picture = _retrieval_figure(last, run_dir / "retrieval.png", device or torch.device("cpu"), num_queries, seed)
+    picture = _retrieval_figure(last, run_dir / "retrieval.png", device or torch.device("cpu"), num_queries, seed,
+                                data_dir)
     if picture is not None:
         out.append(picture)
     return out
@@ -182,12 +183,13 @@ def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _retrieval_figure(features: Path, path: Path, device: torch.device, num_queries: int, seed: int) -> Path | None:
+def _retrieval_figure(features: Path, path: Path, device: torch.device, num_queries: int, seed: int,
+                      data_dir: Path | None = None) -> Path | None:
     from isl_cli.data.store import load_split
     from isl_cli.engine.common import embed, open_features
     from isl_cli.knn import topk_similar
 
-    loaded = open_features(features, device)
+    loaded = open_features(features, device, data_dir)
     train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
     test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
     queries_split = test if len(test) else train

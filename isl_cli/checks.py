@@ -134,7 +134,7 @@ def backbone_training_bytes(arch: str, variant: str, low_dim: int, width: float)
     return 3 * params
 
 
-def writable_folder(out: Path, option: str = "--out") -> None:
+def writable_folder(out: Path, option: str = "--out", shown: Path | None = None) -> None:
     """Refuse an output whose folder cannot be written, before any work (nothing is left behind).
 
     The nearest existing folder above `out` must accept a new file: a probe file
@@ -142,6 +142,7 @@ def writable_folder(out: Path, option: str = "--out") -> None:
     /sys, read-only mounts or root).
     """
     out = Path(out)
+    label = shown if shown is not None else out
     folder = out.parent if str(out.parent) else Path(".")
     while not folder.exists():
         if folder.parent == folder:
@@ -150,13 +151,40 @@ def writable_folder(out: Path, option: str = "--out") -> None:
     if out.is_dir():
         raise IslError(f"{option} {out}: is a folder; give a file name")
     if not folder.is_dir():
-        raise IslError(f"{option} {out}: {folder} is not a folder")
+        raise IslError(f"{option} {label}: {folder} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".isl-probe-", dir=folder)
     except OSError as exc:
-        raise IslError(f"{option} {out}: cannot write in {folder} ({exc.strerror or exc})") from None
+        raise IslError(f"{option} {label}: cannot write in {folder} ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         os.unlink(probe)
     except OSError:
         pass
+
+
+def features_options(cfg, *, imagenet: bool, device=None) -> None:
+    """Every train-features option, checked together before any data is read."""
+    from isl_cli.models.registry import check_arch_variant
+
+    cfg.validate()
+    variant = "imagenet" if imagenet else "cifar"
+    try:
+        check_arch_variant(cfg.arch, variant)
+    except ValueError as exc:
+        raise IslError(f"--arch: {exc}") from None
+    if variant == "cifar" and cfg.arch != "alexnet":
+        backbone_width(cfg.arch, cfg.width)
+    training_batch(cfg.batch_size, batch_norm=True, sync_bn=cfg.sync_bn)
+    needed = backbone_training_bytes(cfg.arch, variant, cfg.low_dim, cfg.width)
+    fits_in_memory(f"--arch {cfg.arch} --width {cfg.width:g} (weights, gradients and momentum)", needed, device)
+
+
+def val_split_leaves_keys(val_split: float, num_images: int) -> None:
+    """Refuse a --val-split that holds out every training image (the kNN would have no keys)."""
+    if val_split <= 0 or num_images <= 0:
+        return
+    held = max(1, int(round(val_split * num_images)))
+    if held >= num_images:
+        raise IslError(f"--val-split {val_split:g} holds out {held} of the {num_images} training images and leaves "
+                       f"none to train the kNN keys on; use at most {(num_images - 1) / num_images:.3g}")
