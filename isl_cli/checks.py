@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -168,6 +169,8 @@ def features_options(cfg, *, imagenet: bool, device=None) -> None:
     from isl_cli.models.registry import check_arch_variant
 
     cfg.validate()
+    if cfg.num_workers < 0:
+        raise IslError(f"--workers must not be negative, got {cfg.num_workers}")
     variant = "imagenet" if imagenet else "cifar"
     try:
         check_arch_variant(cfg.arch, variant)
@@ -188,3 +191,19 @@ def val_split_leaves_keys(val_split: float, num_images: int) -> None:
     if held >= num_images:
         raise IslError(f"--val-split {val_split:g} holds out {held} of the {num_images} training images and leaves "
                        f"none to train the kNN keys on; use at most {(num_images - 1) / num_images:.3g}")
+
+
+def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = None) -> None:
+    """Every option of `isl run` (all stages and the final evaluation), checked before any work."""
+    try:
+        config.gan.validate()
+    except IslError as exc:  # `isl run` names the GAN's options --gan-*
+        raise IslError(re.sub(r"--(lr|epochs|max-epochs)\b", r"--gan-\1", str(exc))) from None
+    config.validate()
+    features_options(config.features, imagenet=imagenet, device=device)
+    training_batch(config.gan.batch_size, batch_norm=False)
+    for stage in (config.features, config.gan, config.mine):
+        if stage.num_workers < 0:
+            raise IslError(f"--workers must not be negative, got {stage.num_workers}")
+    if run_dir is not None:
+        writable_folder(Path(run_dir) / "summary.json", "--run-dir", shown=Path(run_dir))

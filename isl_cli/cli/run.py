@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from isl_cli.cli.common import DeviceOpt, RootOpt, console, dataset_is_imagenet, default_root, err_console
+from isl_cli import checks
 from isl_cli.config import RunConfig, override, preset_configs
 
 Opt = typer.Option
@@ -70,25 +71,37 @@ def run(
 
     data_root = root or default_root()
     data_dir = data or data_root / dataset
-    if not (data_dir / "train.safetensors").exists():
+    run_dir = run_dir or Path("runs") / dataset
+    compute_device = resolve_device(device)
+
+    def configs(imagenet: bool) -> RunConfig:
+        features, gan, mine = preset_configs(preset, imagenet)
+        features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
+                            lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
+                            eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
+                            seed=seed, amp=amp, channels_last=channels_last)
+        gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
+                       batch_size=batch_size, num_workers=workers, seed=seed)
+        mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
+                        max_passes=max_passes, quota_check=quota_check, num_draws=num_draws, batch_size=batch_size,
+                        num_workers=workers, seed=seed)
+        config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
+                           eval_ks=tuple(k or [200]))
+        # every stage's options, before any data is read or any folder is made
+        checks.run_options(config, imagenet=imagenet, device=compute_device, run_dir=run_dir)
+        return config
+
+    prepared = (data_dir / "train.safetensors").exists()
+    imagenet = dataset_is_imagenet(data_dir) if prepared else dataset == "imagenet"
+    config = configs(imagenet)
+    if not prepared:
         from isl_cli.data.sources.fetch import prepare_dataset
 
         data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
                                    progress=not quiet, allow_download=False)
-    imagenet = dataset_is_imagenet(data_dir)
-    features, gan, mine = preset_configs(preset, imagenet)
-    features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
-                        lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
-                        eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers, seed=seed,
-                        amp=amp, channels_last=channels_last)
-    gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
-                   batch_size=batch_size, num_workers=workers, seed=seed)
-    mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round, max_passes=max_passes,
-                    quota_check=quota_check, num_draws=num_draws, batch_size=batch_size, num_workers=workers, seed=seed)
-    config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
-                       eval_ks=tuple(k or [200]))
-    run_dir = run_dir or Path("runs") / dataset
-    job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=resolve_device(device),
+        if dataset_is_imagenet(data_dir) != imagenet:
+            config = configs(not imagenet)
+    job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=compute_device,
                  overwrite=overwrite, progress=not quiet, resume_command=_rerun_command())
     summary = run_schedule(job)
     print_summary(summary)
@@ -97,7 +110,7 @@ def run(
     if report and distributed.context().is_main:
         from isl_cli.engine.report import write_report
 
-        paths = write_report(run_dir)
+        paths = write_report(run_dir, data_dir=data_dir)
         err_console.print(f"figures: {', '.join(str(p) for p in paths)}")
 
 
