@@ -99,15 +99,16 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(reference, tiny_data, tmp_pa
     assert [r["epoch"] for r in records] == [1, 2, 3]
 
 
-def test_ctrl_c_saves_mid_epoch_prints_resume_and_exits_130(reference, tiny_data, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_mid_epoch_prints_resume_and_exits(reference, tiny_data, tmp_path, signum, code):
     out = tmp_path / "r0-features.safetensors"
     partial = tmp_path / "r0-features.partial.safetensors"
     proc = spawn_isl("train-features", "--data", tiny_data, "--out", out, *TINY, *EPOCHS)
     _wait_for(partial, proc)
     first = partial.stat().st_mtime_ns
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)  # SIGTERM is what SLURM sends: the same graceful save as Ctrl-C
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "resume with" in stderr and "--resume" in stderr
     meta = read_header(partial, "features").meta
     assert partial.stat().st_mtime_ns != first and not meta["complete"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -22,6 +24,7 @@ class Settings:
     """Process-wide CLI settings filled by the root callback (never at import)."""
 
     debug: bool = False
+    terminated: bool = False  # a SIGTERM (not a Ctrl-C) stopped the command: exit 143 instead of 130
 
 
 def debug_enabled() -> bool:
@@ -39,11 +42,13 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn known errors into one stderr line and an exit code.
 
     IslError -> exit 2; StageInterrupted (Ctrl-C after a clean save) -> exit 130.
+    SIGTERM (what SLURM and `kill` send) takes the same path as Ctrl-C and exits 143.
     With --debug or ISL_DEBUG=1 the traceback is shown instead.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous_term = _treat_sigterm_as_sigint()
         try:
             return fn(*args, **kwargs)
         except IslError as exc:
@@ -55,16 +60,40 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             err_console.print(f"[yellow]{exc}[/yellow]")
             if exc.resume_command:
                 err_console.print(f"resume with: [bold]{exc.resume_command}[/bold]", soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(_interrupt_code()) from None
         except KeyboardInterrupt:
-            fail("interrupted")
-            raise typer.Exit(130) from None
+            fail("terminated (SIGTERM)" if Settings.terminated else "interrupted")
+            raise typer.Exit(_interrupt_code()) from None
         finally:
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
             dist_module = sys.modules.get("isl_cli.distributed")
             if dist_module is not None and dist_module.context().enabled:
                 dist_module.teardown()
 
     return wrapper
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM does what Ctrl-C does at this moment: a stage saves and stops, anything else stops."""
+    Settings.terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signum, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def _treat_sigterm_as_sigint() -> Any:
+    """Route SIGTERM through the SIGINT handler; returns the handler to restore (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    Settings.terminated = False
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _interrupt_code() -> int:
+    return 128 + signal.SIGTERM if Settings.terminated else 130
 
 
 def emit(text: str) -> None:

@@ -48,7 +48,8 @@ def graceful_interrupt() -> Iterator[StopFlag]:
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
         flag.requested = True
-        log("[yellow]Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)[/yellow]")
+        what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        log(f"[yellow]{what}: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)[/yellow]")
 
     signal.signal(signal.SIGINT, handler)
     try:
