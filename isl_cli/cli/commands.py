@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import typer
+from typer.core import TyperCommand
 
 from isl_cli.cli.common import guarded
 
@@ -31,10 +33,44 @@ COMMANDS = [
 ]
 
 
+class IslCommand(TyperCommand):
+    """A command whose --help reads cleanly at 80 columns.
+
+    Flags show no `<bool>` type and repeatable options show their element type
+    (`<int>`, not `<list[int]>`), so the option and type columns stay narrow and
+    the help text keeps most of the width.
+    """
+
+    def format_help(self, ctx, formatter) -> None:  # click's Context and HelpFormatter (vendored by typer)
+        for param in self.get_params(ctx):
+            if getattr(param, "param_type_name", "") == "option" and param.metavar is None:
+                if param.is_flag:
+                    param.metavar = ""
+                elif param.multiple:
+                    param.metavar = re.sub(r"list\[(.*)\]", r"\1", param.display_type_rich(ctx) or "")
+        super().format_help(ctx, formatter)
+
+
+def reflow(text: str) -> str:
+    """Join a docstring's hand-wrapped lines into paragraphs (Rich keeps single newlines as line breaks).
+
+    Blank lines separate paragraphs; a line starting with `[` (a bold heading) or `-` starts a new one.
+    """
+    lines = [line.strip() for line in text.strip().splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if out and line and out[-1] and not line.startswith(("[", "-")):
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def register(app: typer.Typer) -> None:
     """Add every command to `app`; modules are imported here, not at package import."""
     for name, module_name, func_name, summary, example in COMMANDS:
         module = importlib.import_module(f"isl_cli.cli.{module_name}")
         func = getattr(module, func_name)
         epilog = "[bold]Example[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in example.split("\n\n"))
-        app.command(name=name, help=(func.__doc__ or summary), short_help=summary, epilog=epilog)(guarded(func))
+        app.command(name=name, cls=IslCommand, help=reflow(func.__doc__ or summary), short_help=summary,
+                    epilog=epilog)(guarded(func))

@@ -31,30 +31,30 @@ def run(
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D.", show_default=False)] = None,
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size of every stage (summed over torchrun ranks).", show_default=False)] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate.", show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], Opt("--weight-decay", show_default=False)] = None,
-    temperature: Annotated[Optional[float], Opt("--temperature", show_default=False)] = None,
-    hp_weight: Annotated[Optional[float], Opt("--hp-weight", show_default=False)] = None,
-    eval_every: Annotated[Optional[int], Opt("--eval-every", show_default=False)] = None,
-    eval_k: Annotated[Optional[int], Opt("--eval-k", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="SGD weight decay [5e-4; 1e-4 for ImageNet].", show_default=False)] = None,
+    temperature: Annotated[Optional[float], Opt("--temperature", help="Softmax temperature T [0.1; 0.07 for ImageNet].", show_default=False)] = None,
+    hp_weight: Annotated[Optional[float], Opt("--hp-weight", help="Weight of the hard-positive KL term [0.5].", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], Opt("--eval-every", help="kNN evaluation (and LR plateau step) every N epochs [5].", show_default=False)] = None,
+    eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="Held-out share of train for the LR scheduler (default: test set, as the paper's code).", show_default=False)] = None,
     amp: Annotated[Optional[str], Opt("--amp", help="none, bf16 or fp16 (CUDA) autocast of the backbone in train-features.", show_default=False)] = None,
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", show_default=False)] = None,
+    channels_last: Annotated[bool, Opt("--channels-last", help="channels_last memory format in train-features (faster convolutions on recent GPUs).")] = False,
     # gan stage
     gan_epochs: Annotated[Optional[int], Opt("--gan-epochs", help="Fixed GAN epochs per round (instead of the paper's rule).", show_default=False)] = None,
     gan_max_epochs: Annotated[Optional[int], Opt("--gan-max-epochs", help="Hard cap on GAN epochs.", show_default=False)] = None,
-    gan_lr: Annotated[Optional[float], Opt("--gan-lr", show_default=False)] = None,
+    gan_lr: Annotated[Optional[float], Opt("--gan-lr", help="Adam learning rate of the GAN [1e-4].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K (GAN and mining).", show_default=False)] = None,
     # mining stage
-    tau: Annotated[Optional[float], Opt("--tau", show_default=False)] = None,
-    base_radius: Annotated[Optional[float], Opt("--base-radius", show_default=False)] = None,
-    top_k: Annotated[Optional[int], Opt("--top-k", show_default=False)] = None,
-    per_round: Annotated[Optional[float], Opt("--per-round", show_default=False)] = None,
-    max_passes: Annotated[Optional[int], Opt("--max-passes", show_default=False)] = None,
+    tau: Annotated[Optional[float], Opt("--tau", help="Mining score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
+    base_radius: Annotated[Optional[float], Opt("--base-radius", help="Mining radius R [0.6; 0.3 for ImageNet].", show_default=False)] = None,
+    top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
+    per_round: Annotated[Optional[float], Opt("--per-round", help="Mining quota: (round+1) x this x N entries [0.5].", show_default=False)] = None,
+    max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on mining passes per round [200].", show_default=False)] = None,
     quota_check: Annotated[Optional[str], Opt("--quota-check", help="pass (the method) or batch: see `isl mine-neighbors --help`.", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
     seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
-    report: Annotated[bool, Opt("--report/--no-report", help="Draw the PNG figures at the end.")] = True,
+    no_report: Annotated[bool, Opt("--no-report", help="Skip the PNG figures drawn at the end.")] = False,
     device: DeviceOpt = "auto",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -79,7 +79,7 @@ def run(
         features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
                             lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
                             eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
-                            seed=seed, amp=amp, channels_last=channels_last)
+                            seed=seed, amp=amp, channels_last=channels_last or None)
         gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
                        batch_size=batch_size, num_workers=workers, seed=seed)
         mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
@@ -107,7 +107,7 @@ def run(
     print_summary(summary)
     from isl_cli import distributed
 
-    if report and distributed.context().is_main:
+    if not no_report and distributed.context().is_main:
         from isl_cli.engine.report import write_report
 
         paths = write_report(run_dir, data_dir=data_dir)

@@ -46,8 +46,8 @@ def train_features(
     val_split: Annotated[Optional[float], Opt("--val-split", help="Hold out this fraction of the TRAINING set for the kNN that drives the LR scheduler. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; use this option for an honest protocol).", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets (ImageNet).", show_default=False)] = None,
     amp: Annotated[Optional[str], Opt("--amp", help="Mixed precision of the backbone forward: none, bf16 or fp16 (CUDA). The bank, the softmax over N and the loss stay fp32. Off by default for fidelity.", show_default=False)] = None,
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="channels_last memory format (faster convolutions on recent GPUs) \\[off].", show_default=False)] = None,
-    sync_bn: Annotated[Optional[bool], Opt("--sync-bn/--no-sync-bn", help="Under torchrun: batch norm over the global batch (default) or per rank.", show_default=False)] = None,
+    channels_last: Annotated[bool, Opt("--channels-last", help="channels_last memory format (faster convolutions on recent GPUs).")] = False,
+    no_sync_bn: Annotated[bool, Opt("--no-sync-bn", help="Under torchrun: batch norm per rank instead of over the global batch.")] = False,
     round_index: Annotated[Optional[int], Opt("--round", help="Round number to record \\[default: neighbours' round + 1, else 0].", show_default=False)] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run of this stage from its checkpoint (OUT.partial.safetensors).")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
@@ -71,7 +71,7 @@ def train_features(
         base, arch=arch, width=width, low_dim=low_dim, epochs=epochs, batch_size=batch_size, lr=lr,
         momentum=momentum, weight_decay=weight_decay, temperature=temperature, bank_momentum=bank_momentum,
         hp_weight=hp_weight, eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
-        seed=seed, variant=variant, amp=amp, channels_last=channels_last, sync_bn=sync_bn,
+        seed=seed, variant=variant, amp=amp, channels_last=channels_last or None, sync_bn=False if no_sync_bn else None,
     )
     compute_device = resolve_device(device)
     checks.features_options(config, imagenet=imagenet, device=compute_device)
