@@ -20,12 +20,13 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import functools
 import json
 import os
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from isl_cli.errors import IslError
 
@@ -100,6 +101,27 @@ def holding(*targets: str | os.PathLike) -> Iterator[None]:
     finally:
         for target in reversed(taken):
             release(target)
+
+
+def writes(outputs: Callable[[Any], Iterable[Any]], inputs: Callable[[Any], Iterable[Any]]):
+    """Decorate a stage `fn(job)`: before any work, refuse outputs that are its own inputs, then lock
+    the first output for the whole stage.
+
+    `outputs(job)` lists what the stage writes (the main output first), `inputs(job)` what it reads.
+    """
+    from isl_cli.artifacts import refuse_overwriting_inputs
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(job, *args, **kwargs):
+            outs = [Path(p) for p in outputs(job) if p is not None]
+            refuse_overwriting_inputs(outs, inputs(job))
+            with holding(outs[0]):
+                return fn(job, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _take(key: Path) -> int:
