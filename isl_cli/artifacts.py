@@ -8,7 +8,7 @@ Every file a stage writes is a safetensors file whose string metadata holds:
     isl.config       the full stage config, JSON
     isl.fingerprint  fingerprint of the data set the file belongs to
     isl.meta         anything else the stage records (round, epochs, metrics), JSON
-    isl.digest       blake2b-256 of every tensor's name, dtype, shape and bytes (digest.py)
+    isl.digest       sha256 of every tensor's name, dtype, shape and bytes (digest.py)
 
 Writes are atomic (our own temporary file in the same folder, fsync, rename,
 fsync of the folder; safetensors only serialises to bytes, so ours is the only
