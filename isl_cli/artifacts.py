@@ -220,14 +220,14 @@ def remove_stale_temp_files(path: Path) -> list[Path]:
     removed: list[Path] = []
     for tmp in temp_files(path):
         try:
-            fd = os.open(tmp, os.O_RDONLY)
+            fd = os.open(tmp, os.O_RDWR)  # NFS emulates flock with POSIX locks: exclusive needs write access
         except OSError:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            continue  # a live writer holds it
+            continue  # a live writer holds it (or this file system has no locks: then keep it)
         try:
             tmp.unlink()
             removed.append(tmp)
@@ -254,7 +254,8 @@ def _create_temp(path: Path) -> tuple[int, Path]:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # a file system without locks: the file is simply never "stale"
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd, tmp
     raise OSError(errno.EEXIST, "no free temporary file name")
 

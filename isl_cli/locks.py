@@ -137,6 +137,9 @@ def _take(key: Path) -> int:
         except OSError as exc:
             holder = _read_holder(fd)
             os.close(fd)
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                _note_unlocked(path, exc)
+                return os.open(path, os.O_RDONLY)  # no locks on this file system: proceed unguarded
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise IslError(f"{key}: another isl process is writing it ({holder}); wait for it to finish, "
                                f"or stop it (a killed process's lock {path.name} is released by itself)") from None
@@ -151,6 +154,11 @@ def _take(key: Path) -> int:
         _write_holder(fd)
         return fd
     raise IslError(f"{key}: cannot take its lock {path} (it keeps changing)")
+
+
+def _note_unlocked(path: Path, exc: OSError) -> None:
+    sys.stderr.write(f"isl: note: {path}: this file system offers no locks ({exc.strerror or exc}); "
+                     "nothing stops a second writer of the same output\n")
 
 
 def _write_holder(fd: int) -> None:

@@ -124,8 +124,8 @@ class _State:
 
 
 @writes(outputs=lambda job: [job.out, partial_path(job.out), metrics_path(job.out)],
-        inputs=lambda job: [job.data_dir / "train.safetensors", job.data_dir / "test.safetensors", job.init,
-                            job.neighbors])
+        inputs=lambda job: [Path(job.data_dir) / "train.safetensors", Path(job.data_dir) / "test.safetensors",
+                            job.init, job.neighbors])
 def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
     if job.config.amp == "fp16" and job.device.type != "cuda":
