@@ -8,28 +8,39 @@ Every file a stage writes is a safetensors file whose string metadata holds:
     isl.config       the full stage config, JSON
     isl.fingerprint  fingerprint of the data set the file belongs to
     isl.meta         anything else the stage records (round, epochs, metrics), JSON
+    isl.digest       sha256 of every tensor's name, dtype, shape and bytes (digest.py)
 
-Writes are atomic (temporary file in the same folder, fsync, rename, fsync of
-the folder). Reads validate everything and raise `IslError` with one line that
-names the file and the fault. No pickle is ever written or read here.
+Writes are atomic (our own temporary file in the same folder, fsync, rename,
+fsync of the folder; safetensors only serialises to bytes, so ours is the only
+rename and files get the umask's mode). A temporary file left by a killed
+writer is removed by the next write of the same output. Reads validate
+everything, verify the digest, and raise `IslError` with one line that names
+the file and the fault. No pickle is ever written or read here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import secrets
 import struct
-import tempfile
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file as st_load_file
-from safetensors.torch import save_file as st_save_file
+from safetensors.torch import save as st_serialise
 
 from isl_cli import __version__
+from isl_cli.digest import DIGEST_KEY, tensors_digest
 from isl_cli.errors import IslError
 
 SCHEMA_VERSION = 1
@@ -154,16 +165,24 @@ def write_artifact(
         "isl.meta": json.dumps(dict(meta or {}), sort_keys=True, default=_json_default),
     }
     prepared = _prepare_tensors(tensors)
+    metadata[DIGEST_KEY] = tensors_digest(prepared)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise IslError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
 
     def write(tmp: Path) -> None:
-        st_save_file(prepared, str(tmp), metadata=metadata)
+        data = _serialise(prepared, metadata)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
 
     atomic_write(path, write)
     return path
+
+
+def _serialise(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors bytes of a file (safetensors never touches the disk: our writer is the only one)."""
+    return st_serialise(dict(tensors), metadata=dict(metadata))
 
 
 def atomic_write(path: str | os.PathLike, writer) -> None:
@@ -181,25 +200,90 @@ def atomic_write(path: str | os.PathLike, writer) -> None:
     _write_atomically(Path(path), writer)
 
 
+# A killed safetensors `save_file` (isl before the digest, or another tool) leaves `.tmpXXXXXX`
+# beside the file; one not modified for this long is no longer being written.
+FOREIGN_TEMP_IDLE_S = 60.0
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temporary files of writes of `path` (ours: `.NAME.*.tmp`), whoever is writing them."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove temporary files beside `path` that no live writer holds; returns what was removed.
+
+    Ours are locked (flock) while being written, so an unlocked one belongs to a
+    killed writer. safetensors' own `.tmpXXXXXX` files carry no lock and no
+    owner: they go once nothing has written to them for FOREIGN_TEMP_IDLE_S.
+    """
+    removed: list[Path] = []
+    for tmp in temp_files(path):
+        try:
+            fd = os.open(tmp, os.O_RDWR)  # NFS emulates flock with POSIX locks: exclusive needs write access
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer holds it (or this file system has no locks: then keep it)
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    now = time.time()
+    for tmp in path.parent.glob(".tmp??????"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime > FOREIGN_TEMP_IDLE_S:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new `.NAME.<random>.tmp` beside `path`, created with the umask's mode and locked by us."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):  # a file system without locks: the file is simply never "stale"
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, tmp
+    raise OSError(errno.EEXIST, "no free temporary file name")
+
+
 def _write_atomically(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's mode
+    tmp: Path | None = None
+    fd = -1
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path)
+        fd, tmp = _create_temp(path)
         writer(tmp)
         with open(tmp, "rb+") as handle:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        tmp = None
         _fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise IslError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except SafetensorError as exc:  # safetensors reports its own I/O failures (a full disk) this way
+        raise IslError(f"{path}: cannot write ({_short(exc)})") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if fd >= 0:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -224,12 +308,6 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         handle.write(json.dumps(dict(record), sort_keys=True, default=_json_default) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -322,9 +400,87 @@ def read_artifact(
         raise IslError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except Exception as exc:  # safetensors raises its own error types
         raise IslError(f"{path}: not a valid safetensors file ({_short(exc)})") from exc
+    verify_digest(header, tensors)
     if torch.device(device).type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return Artifact(header=header, tensors=tensors)
+
+
+_NOTED_UNVERIFIED: set[str] = set()
+
+
+def verify_digest(header: Header, tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Check the loaded tensors against the file's `isl.digest`; True when verified.
+
+    A mismatch is an IslError; a file written before isl recorded digests (or
+    made by hand) loads with a one-line note on stderr, once per file.
+    """
+    stored = header.raw_metadata.get(DIGEST_KEY)
+    if stored is None:
+        key = str(header.path)
+        if key not in _NOTED_UNVERIFIED:
+            _NOTED_UNVERIFIED.add(key)
+            _note(f"{header.path}: has no {DIGEST_KEY} (written before isl recorded digests, or by hand); "
+                  "its tensors are loaded unverified")
+        return False
+    if tensors_digest(tensors) != stored:
+        raise IslError(f"{header.path}: corrupt: its tensor data does not match the digest written with it; "
+                       f"re-create it (re-run the command that wrote it) or restore a good copy")
+    return True
+
+
+def _note(text: str) -> None:
+    from isl_cli import distributed
+
+    if distributed.context().is_main:
+        sys.stderr.write(f"isl: note: {text}\n")
+        sys.stderr.flush()
+
+
+def require_finite(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """One line naming the first tensor holding NaN or inf (weights, a memory bank)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            raise IslError(f"{path}: {what} {name!r} holds NaN or infinite values; this file cannot be used "
+                           "(re-create it, e.g. train again with a lower --lr)")
+
+
+# --------------------------------------------------------------------------- inputs vs outputs
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: equal once resolved, or one inode (a hard link)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(outputs: Iterable[str | os.PathLike | None],
+                              inputs: Iterable[str | os.PathLike | None]) -> None:
+    """IslError when any output would be written over one of the command's own inputs.
+
+    Checked by every command before any work, whatever --overwrite says: no
+    command ever replaces a file it reads.
+    """
+    ins = [Path(p) for p in inputs if p is not None]
+    for out in (Path(p) for p in outputs if p is not None):
+        for src in ins:
+            if same_file(out, src):
+                raise IslError(f"{out}: is also an input of this command ({src}); an output never replaces "
+                               "its own input, even with --overwrite: choose another --out")
+
+
+def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
+    """The rule every stage follows: an existing output is replaced only with --overwrite."""
+    if Path(out).exists() and not overwrite:
+        raise IslError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
 
 
 def check_tensors(

@@ -28,7 +28,15 @@ from typing import Any
 
 import torch
 
-from isl_cli.artifacts import Artifact, Expect, fingerprint_tensors, read_artifact, read_header, write_artifact
+from isl_cli.artifacts import (
+    Artifact,
+    Expect,
+    fingerprint_tensors,
+    read_artifact,
+    read_header,
+    require_finite,
+    write_artifact,
+)
 from isl_cli.errors import IslError
 
 
@@ -71,6 +79,8 @@ def load_features(path: Path, *, fingerprint: str | None = None, num_images: int
     spec = art.meta.get("backbone")
     if not isinstance(spec, dict) or "arch" not in spec:
         raise IslError(f"{path}: metadata lacks the backbone description")
+    require_finite(path, {"bank.memory": art["bank.memory"]}, "memory bank")
+    require_finite(path, art.with_prefix("backbone."), "backbone tensor")
     return art
 
 
@@ -144,4 +154,6 @@ def load_gan(path: Path, *, fingerprint: str | None, device: str | torch.device 
     })
     if not art.with_prefix("generator.") or not art.with_prefix("discriminator."):
         raise IslError(f"{path}: holds no generator or discriminator weights")
+    require_finite(path, art.with_prefix("generator."), "generator tensor")
+    require_finite(path, art.with_prefix("discriminator."), "discriminator tensor")
     return art

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY, TINY_GAN, run_isl
-from isl_cli.artifacts import read_header
+from isl_cli.artifacts import read_artifact, read_header
 
 HERE = Path(__file__).parent
 FEATURES_1EP = ["--width", "0.0625", "--low-dim", "16", "--batch-size", "48", "--epochs", "1", "--eval-every", "1",
@@ -100,7 +100,10 @@ def test_killed_under_torchrun_then_resumed_continues_exactly(tiny_data, tmp_pat
     assert not out.exists()
     resumed = torchrun_isl(*args, "--out", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (tmp_path / f".{out.name}.lock").exists()  # rank 0 held the lock and released it
     a, b = load_file(str(out)), load_file(str(reference))
+    for path in (out, reference):  # written by rank 0 under torchrun: the digest verifies
+        assert read_artifact(path).header.raw_metadata["isl.digest"].startswith("sha256:")
     for key in a:
         if key.startswith(("backbone.", "bank.", "optim.")):
             assert torch.equal(a[key], b[key]), key

@@ -133,7 +133,7 @@ def test_mining_refuses_mismatched_artifacts(features, gan, tiny_data, tmp_path,
                           tmp_path / "y.safetensors", *TINY_GAN), "different data set")
     # the same file as input and output
     assert_error_line(cli("mine-neighbors", "--features", features, "--gan", gan, "--neighbors", foreign, "--out",
-                          foreign, *TINY_GAN), "already exists")
+                          foreign, *TINY_GAN), "is also an input of this command")
     # a gan file where features are expected
     assert_error_line(cli("mine-neighbors", "--features", gan, "--gan", gan, "--out", tmp_path / "z.safetensors",
                           *TINY_GAN), "is a gan artifact, expected features")

@@ -67,6 +67,9 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if previous_term is not None:
                 signal.signal(signal.SIGTERM, previous_term)
+            locks_module = sys.modules.get("isl_cli.locks")
+            if locks_module is not None:
+                locks_module.release_all()  # every lock the command took, whatever the exit path
             dist_module = sys.modules.get("isl_cli.distributed")
             if dist_module is not None and dist_module.context().enabled:
                 dist_module.teardown()

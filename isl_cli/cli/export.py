@@ -11,6 +11,7 @@ import typer
 from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit
 
 Opt = typer.Option
+SUFFIX_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".npy": "npy"}
 
 
 def export(
@@ -21,15 +22,23 @@ def export(
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
     data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file (never the checkpoint or a data set split it reads).")] = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Export the backbone (safetensors with architecture and normalisation in the metadata, loadable with
     `isl_cli.models.loading.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
-    the head; or ONNX) or the embeddings of a data set split (safetensors or .npy)."""
+    the head; or ONNX) or the embeddings of a data set split (safetensors or .npy).
+
+    The format follows OUT's suffix (.safetensors, .onnx, .npy); any other suffix needs --format. An existing OUT
+    is replaced only with --overwrite, and never when it is the checkpoint or a data set split being read.
+    """
+    from isl_cli.artifacts import refuse_existing, refuse_overwriting_inputs
     from isl_cli.device import resolve_device
-    from isl_cli.engine.export import export_backbone, export_embeddings
+    from isl_cli.engine.common import features_inputs
+    from isl_cli.engine.export import export_backbone, export_embeddings, npy_paths
     from isl_cli.errors import IslError
+    from isl_cli.locks import holding
 
     from isl_cli import checks
 
@@ -37,15 +46,23 @@ def export(
         raise IslError("--out is required: where to write the export")
     checks.positive_ints("--batch-size", [batch_size])
     checks.writable_folder(out)
-    if fmt is None:
-        fmt = {".onnx": "onnx", ".npy": "npy"}.get(out.suffix, "safetensors")
-    if what == "backbone":
-        info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
-    elif what == "embeddings":
-        info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
-                                 data_dir=data)
-    else:
+    if what not in ("backbone", "embeddings"):
         raise IslError(f"--what must be backbone or embeddings, got {what!r}")
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(out.suffix)
+        if fmt is None:
+            raise IslError(f"--out {out}: unknown suffix {out.suffix or '(none)'!r}; name it .safetensors, .onnx or "
+                           ".npy, or choose the format with --format")
+    outputs = list(npy_paths(out).values()) if fmt == "npy" else [out]
+    refuse_overwriting_inputs(outputs, features_inputs(checkpoint, data))
+    for path in outputs:
+        refuse_existing(path, overwrite)
+    with holding(out):
+        if what == "backbone":
+            info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
+        else:
+            info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
+                                     data_dir=data)
     if as_json:
         emit(json.dumps({"out": str(out), "what": what, **info}, indent=2))
     else:

@@ -37,6 +37,7 @@ def inspect(
             "tensors": tensors,
             "meta": header.meta,
             "config": header.config,
+            "digest": header.raw_metadata.get("isl.digest"),
         }
         emit(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -46,6 +47,7 @@ def inspect(
     summary.add_row("schema", str(header.schema))
     summary.add_row("written by", f"isl {header.version}")
     summary.add_row("fingerprint", header.fingerprint or "(none)")
+    summary.add_row("digest", header.raw_metadata.get("isl.digest", "(none: written before isl recorded digests)"))
     for key, value in sorted(header.meta.items()):
         summary.add_row(f"meta.{key}", _short(value))
     console.print(summary)

@@ -68,7 +68,9 @@ def run(
     """
     from isl_cli.device import resolve_device
     from isl_cli.engine.schedule import RunJob, run_schedule
+    from isl_cli.locks import acquire
 
+    acquire(run_dir or Path("runs") / dataset)  # one `isl run` per run folder, before any work (released at exit)
     data_root = root or default_root()
     data_dir = data or data_root / dataset
     run_dir = run_dir or Path("runs") / dataset

@@ -142,6 +142,24 @@ def open_features(path: Path, device: torch.device, data_dir: Path | None = None
                           fingerprint=train_header.fingerprint)
 
 
+def features_inputs(features: Path | None, data_dir: Path | None = None) -> list[Path]:
+    """What reading a features file involves: the file and its data set's splits (best effort, header only)."""
+    from isl_cli.artifacts import read_header
+    from isl_cli.data.store import split_path
+
+    if features is None:
+        return []
+    found = [Path(features)]
+    if data_dir is None:
+        try:
+            data_dir = Path(read_header(features, "features").meta.get("dataset", "") or "")
+        except IslError:
+            return found  # the stage itself reports the bad file
+    if str(data_dir):
+        found += [split_path(Path(data_dir), "train"), split_path(Path(data_dir), "test")]
+    return found
+
+
 def load_train_test(data_dir: Path) -> tuple[Split, Split, str]:
     """Both splits of a data set and its fingerprint (the splits must agree)."""
     train = load_split(data_dir, "train")

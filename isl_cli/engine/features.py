@@ -53,6 +53,7 @@ from isl_cli.engine.state import (
 )
 from isl_cli.errors import IslError, StageInterrupted
 from isl_cli.knn import weighted_knn
+from isl_cli.locks import writes
 from isl_cli.losses import instance_loss, isl_loss
 from isl_cli.neighbors import NeighborGraph
 
@@ -122,6 +123,9 @@ class _State:
         return self.start_epoch + self.stage_epochs
 
 
+@writes(outputs=lambda job: [job.out, partial_path(job.out), metrics_path(job.out)],
+        inputs=lambda job: [Path(job.data_dir) / "train.safetensors", Path(job.data_dir) / "test.safetensors",
+                            job.init, job.neighbors])
 def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
     if job.config.amp == "fp16" and job.device.type != "cuda":

@@ -23,6 +23,8 @@ import torch
 
 from isl_cli import distributed
 from isl_cli.checkpoints import features_id, load_gan, partial_path, save_gan
+from isl_cli.checkpoints import metrics_path
+from isl_cli.engine.common import features_inputs
 from isl_cli.config import GanConfig, from_dict, to_dict
 from isl_cli.engine.common import LoadedFeatures, batch_source, batch_triplets, open_features, plan_output
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
@@ -36,6 +38,7 @@ from isl_cli.engine.state import (
 )
 from isl_cli.engine.stopping import decide
 from isl_cli.errors import IslError, StageInterrupted
+from isl_cli.locks import writes
 from isl_cli.losses import discriminator_loss, generator_loss
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph
@@ -87,6 +90,8 @@ class _GanState:
     partial_sums: list[float] = field(default_factory=lambda: [0.0] * 3)
 
 
+@writes(outputs=lambda job: [job.out, partial_path(job.out), metrics_path(job.out)],
+        inputs=lambda job: [*features_inputs(job.features, job.data_dir), job.init, job.neighbors])
 def train_gan(job: GanJob) -> GanResult:
     """Run (or resume) the GAN stage and write the gan artifact."""
     loaded = open_features(job.features, job.device, job.data_dir)

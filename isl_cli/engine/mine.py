@@ -19,12 +19,15 @@ import torch
 
 from isl_cli import distributed
 from isl_cli.checkpoints import load_gan, load_neighbors, save_neighbors
+from isl_cli.checkpoints import metrics_path, partial_path
+from isl_cli.engine.common import features_inputs
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
 from isl_cli.engine.common import batch_source, batch_triplets, open_features
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import derive_seed, generator_for, load_module
 from isl_cli.errors import IslError, StageInterrupted
+from isl_cli.locks import writes
 from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
@@ -58,6 +61,8 @@ class MineResult:
     seconds: float = 0.0
 
 
+@writes(outputs=lambda job: [job.out, partial_path(job.out), metrics_path(job.out)],
+        inputs=lambda job: [*features_inputs(job.features, job.data_dir), job.gan, job.neighbors])
 def mine_neighbors(job: MineJob) -> MineResult:
     """Mine new pairs and write a neighbors artifact (old edges plus new)."""
     cfg = job.config.validate()

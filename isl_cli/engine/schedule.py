@@ -60,6 +60,7 @@ def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
 def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
+    _refuse_data_inside_run_dir(job)
     _claim_run_dir(job)
     timings: dict[str, float] = _load_timings(job.run_dir)
     last = cfg.rounds - 1
@@ -167,6 +168,14 @@ def _claim_run_dir(job: RunJob) -> None:
         _clear(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
+
+
+def _refuse_data_inside_run_dir(job: RunJob) -> None:
+    """The run folder may be emptied (--overwrite): it must never hold the data set it reads."""
+    data, run = Path(job.data_dir).resolve(), Path(job.run_dir).resolve()
+    if data == run or run in data.parents:
+        raise IslError(f"--run-dir {job.run_dir} holds the data set folder {job.data_dir}, which the run reads "
+                       "(and --overwrite would delete); choose another --run-dir")
 
 
 def _clear(run_dir: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from isl_cli.artifacts import read_artifact
+from isl_cli.artifacts import read_artifact, require_finite
 from isl_cli.engine.common import BackboneSpec
 from isl_cli.engine.state import load_module
 
@@ -22,6 +22,7 @@ from isl_cli.engine.state import load_module
 def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild an exported backbone from a `backbone` artifact; returns (model in eval mode, its description)."""
     art = read_artifact(path, "backbone", device=device)
+    require_finite(path, art.tensors, "backbone tensor")
     spec = BackboneSpec.from_meta(art.meta["backbone"])
     model = spec.build(torch.device(device))
     load_module(model, art.tensors, str(path))

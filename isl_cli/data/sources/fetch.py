@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from isl_cli.artifacts import read_header
+from isl_cli import locks
+from isl_cli.artifacts import read_header, refuse_overwriting_inputs
 from isl_cli.data.sources import registry
 from isl_cli.data.sources.cifar import read_cifar_archive
 from isl_cli.data.sources.convert import resize_images
@@ -125,24 +126,29 @@ def fetch_dataset(
     identity = _identity(name, source_path, size, seed, num_train, num_test)
     dataset_dir = root / folder
 
-    if not force:
-        existing = _existing(dataset_dir, identity, console)
-        if existing is not None:
-            existing.seconds = time.perf_counter() - started
-            return existing
+    outputs = [split_path(dataset_dir, "train"), split_path(dataset_dir, "test")]
+    refuse_overwriting_inputs(outputs, [source_path] if source_path is not None and source_path.is_file() else [])
+    with locks.holding(dataset_dir):  # one writer per data set folder, taken before any work
+        if not force:
+            existing = _existing(dataset_dir, identity, console)
+            if existing is not None:
+                existing.seconds = time.perf_counter() - started
+                return existing
 
-    notes: list[str] = []
-    context = LocateContext(root=root, progress=progress, allow_download=allow_download, console=console, notes=notes)
-    train, test, extra = _convert(name, source_path, size, seed, num_train, num_test, context)
-    for split in (train, test):
-        split.info.update(extra)
-    config = {**identity, "folder": folder, "source": str(source_path) if source_path else None, **extra}
-    fingerprint = save_dataset(dataset_dir, train, test, config)
-    return FetchOutcome(
-        path=dataset_dir, created=True, name=name, folder=folder, num_train=len(train), num_test=len(test),
-        image_size=train.image_size, classes=list(train.classes), storage="files" if train.file_backed else "tensor",
-        fingerprint=fingerprint, seconds=time.perf_counter() - started, notes=notes,
-    )
+        notes: list[str] = []
+        context = LocateContext(root=root, progress=progress, allow_download=allow_download, console=console,
+                                notes=notes)
+        train, test, extra = _convert(name, source_path, size, seed, num_train, num_test, context)
+        for split in (train, test):
+            split.info.update(extra)
+        config = {**identity, "folder": folder, "source": str(source_path) if source_path else None, **extra}
+        fingerprint = save_dataset(dataset_dir, train, test, config)
+        return FetchOutcome(
+            path=dataset_dir, created=True, name=name, folder=folder, num_train=len(train), num_test=len(test),
+            image_size=train.image_size, classes=list(train.classes),
+            storage="files" if train.file_backed else "tensor",
+            fingerprint=fingerprint, seconds=time.perf_counter() - started, notes=notes,
+        )
 
 
 def describe_dataset(dataset_dir: str | Path) -> FetchOutcome:
