@@ -2,15 +2,17 @@
 
 Pure tensors in and out (no files, no models). `train_linear_probe` sees only
 the training features and labels: it holds out a share of the training rows,
-fits one classifier per weight decay of a small log-spaced sweep on the rest,
-keeps the decay with the best held-out top-1, and refits it on every training
-row. `score` then reads the test labels once, at the very end.
+fits one classifier per weight decay of a small log-spaced sweep on the rest
+(strongest decay first, each fit warm-started from the previous one), keeps the
+decay with the best held-out top-1, and refits it on every training row
+(warm-started from that candidate). `score` then reads the test labels once, at the very end.
 
 Memory stays bounded by the features themselves: the standardisation
 x' = (x - mean) / std is folded into the classifier's weights
 (x' W^T + b = x (W / std)^T + (b - (mean / std) W^T)), so no standardised copy of
-the feature matrix is ever made, and every pass walks the rows in chunks (only a
-chunk's rows are gathered for the held-out split and for mini-batches).
+the feature matrix is ever made, and every pass walks the rows in contiguous
+chunks (L-BFGS leaves the held-out rows out with a 0/1 row weight; only SGD's
+mini-batches and the held-out scoring gather rows).
 
 Solvers: full-batch L-BFGS (`torch.optim.LBFGS`, strong Wolfe line search) for up
 to `LBFGS_MAX_ROWS` rows, mini-batch SGD with momentum and a cosine schedule above
@@ -18,7 +20,8 @@ to `LBFGS_MAX_ROWS` rows, mini-batch SGD with momentum and a cosine schedule abo
 of SGD). Both start from zero weights and are deterministic given `seed`.
 
 The loss is the mean cross-entropy plus (weight_decay / 2) * ||W||^2 (the bias is
-not decayed), W acting on standardised features.
+not decayed), W acting on standardised features. The mean and std come from all
+training features (no labels involved), never from the test split.
 """
 
 from __future__ import annotations
@@ -172,20 +175,24 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
     num_val = min(max(1, round(n * settings.val_fraction)), n - 1)
     val_rows, fit_rows = order[:num_val], order[num_val:]  # (V,), (N - V,)
     solver = settings.solver_for(n)
-    sweep = []
-    for index, decay in enumerate(settings.weight_decays):
-        progress.start(f"probe: weight decay {decay:g} ({index + 1}/{len(settings.weight_decays)})",
+    sweep: list[dict[str, float]] = []
+    candidates: dict[float, LinearClassifier] = {}
+    start_from = None
+    decays = sorted(set(settings.weight_decays), reverse=True)  # strongest first: each fit warm-starts the next
+    for index, decay in enumerate(decays):
+        progress.start(f"probe: weight decay {decay:g} ({index + 1}/{len(decays)})",
                        _steps(solver, len(fit_rows), settings))
         candidate = fit_softmax(features, labels, num_classes, decay, standardizer, settings, solver,
-                                rows=fit_rows, seed=settings.seed + 1 + index, progress=progress)
+                                rows=fit_rows, seed=settings.seed + 1 + index, progress=progress, init=start_from)
         progress.finish()
         top1, _ = accuracy(candidate, features, labels, rows=val_rows, chunk_rows=settings.chunk_rows)
         sweep.append({"weight_decay": decay, "val_top1": top1})
-    best = max(range(len(sweep)), key=lambda i: (sweep[i]["val_top1"], sweep[i]["weight_decay"]))  # ties: more decay
-    decay = sweep[best]["weight_decay"]
+        candidates[decay] = start_from = candidate
+    best = max(sweep, key=lambda row: (row["val_top1"], row["weight_decay"]))  # ties: the stronger decay
+    decay = best["weight_decay"]
     progress.start(f"probe: all {n} training rows, weight decay {decay:g}", _steps(solver, n, settings))
     classifier = fit_softmax(features, labels, num_classes, decay, standardizer, settings, solver,
-                             rows=None, seed=settings.seed, progress=progress)
+                             rows=None, seed=settings.seed, progress=progress, init=candidates[decay])
     progress.finish()
     return ProbeResult(classifier=classifier, weight_decay=decay, sweep=sweep, solver=solver,
                        num_fit=len(fit_rows), num_val=num_val)
@@ -193,12 +200,18 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
 
 def fit_softmax(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
                 standardizer: Standardizer, settings: ProbeSettings, solver: str, *, rows: torch.Tensor | None = None,
-                seed: int = 0, progress: ProbeProgress | None = None) -> LinearClassifier:
-    """Fit W (C, D) and b (C,) on the rows `rows` of the features (all rows when None), from zeros."""
+                seed: int = 0, progress: ProbeProgress | None = None,
+                init: LinearClassifier | None = None) -> LinearClassifier:
+    """Fit W (C, D) and b (C,) on the rows `rows` of the features (all rows when None), from zeros or `init`."""
     progress = progress or _Silent()
     dim = features.shape[1]
-    weight = torch.zeros(num_classes, dim, device=features.device, requires_grad=True)  # (C, D)
-    bias = torch.zeros(num_classes, device=features.device, requires_grad=True)  # (C,)
+    if init is None:
+        weight = torch.zeros(num_classes, dim, device=features.device)  # (C, D)
+        bias = torch.zeros(num_classes, device=features.device)  # (C,)
+    else:
+        weight, bias = init.weight.clone(), init.bias.clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
     if solver == "lbfgs":
         _fit_lbfgs(features, labels, weight, bias, weight_decay, standardizer, settings, rows, progress)
     elif solver == "sgd":
@@ -209,16 +222,28 @@ def fit_softmax(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
 
 
 def _fit_lbfgs(features, labels, weight, bias, weight_decay, standardizer, settings, rows, progress) -> None:
-    count = len(features) if rows is None else len(rows)
+    """Full-batch L-BFGS. Selected rows are weighted 1 and the others 0 over contiguous chunks of all rows:
+    cheaper than gathering the selection at every evaluation, and no copy of the features."""
+    if rows is None:
+        mask, count = None, len(features)
+    else:
+        mask = torch.zeros(len(features), device=features.device)  # (N,)
+        mask[rows] = 1.0
+        count = len(rows)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=settings.lbfgs_iterations,
                                   history_size=10, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-7, tolerance_change=1e-10)
+                                  tolerance_grad=1e-6, tolerance_change=1e-9)
+    size = settings.chunk_rows
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=False)
         total = torch.zeros((), device=features.device)
-        for x, y in _chunks(features, labels, rows, settings.chunk_rows):
-            loss = F.cross_entropy(folded_logits(x, weight, bias, standardizer), y, reduction="sum") / count
+        for start in range(0, len(features), size):
+            x, y = features[start:start + size], labels[start:start + size]  # views: (c, D), (c,)
+            losses = F.cross_entropy(folded_logits(x, weight, bias, standardizer), y, reduction="none")  # (c,)
+            if mask is not None:
+                losses = losses * mask[start:start + size]
+            loss = losses.sum() / count
             loss.backward()  # gradients of the chunks add up; no (N, C) buffer is kept
             total += loss.detach()
         penalty = 0.5 * weight_decay * weight.square().sum()
@@ -230,6 +255,7 @@ def _fit_lbfgs(features, labels, weight, bias, weight_decay, standardizer, setti
 
 
 def _fit_sgd(features, labels, weight, bias, weight_decay, standardizer, settings, rows, seed, progress) -> None:
+    """Mini-batch SGD (momentum 0.9, cosine schedule) over a seeded shuffle of the selected rows."""
     count = len(features) if rows is None else len(rows)
     batches = math.ceil(count / settings.sgd_batch_size)
     steps = settings.sgd_epochs * batches
