@@ -54,12 +54,14 @@ def run(
     seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
     report: Annotated[bool, Opt("--report/--no-report", help="Draw the PNG figures at the end.")] = True,
+    linear_probe: Annotated[Optional[bool], Opt("--linear-probe/--no-linear-probe", help="Also report the final linear probe (isl eval-linear on the pooled features) \\[default: on for --preset quick, off otherwise].", show_default=False)] = None,
     device: DeviceOpt = "auto",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole ISL schedule unattended: for each round train-features, train-gan, mine-neighbors (the last round
     stops after train-features: the paper's code also mines after it, but nothing uses those neighbours), then
-    eval-knn with recomputed features, a table per round, summary.json and the report's figures.
+    eval-knn with recomputed features (and eval-linear with --linear-probe, the default for --preset quick), a table
+    per round, summary.json and the report's figures.
 
     Run the same command again to continue after any interruption (even a kill): finished stages are skipped and an
     interrupted one resumes from its checkpoint. A run folder holding a different config is refused unless
@@ -89,7 +91,8 @@ def run(
                        eval_ks=tuple(k or [200]))
     run_dir = run_dir or Path("runs") / dataset
     job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=resolve_device(device),
-                 overwrite=overwrite, progress=not quiet, resume_command=_rerun_command())
+                 overwrite=overwrite, progress=not quiet, resume_command=_rerun_command(),
+                 linear_probe=preset == "quick" if linear_probe is None else linear_probe)
     summary = run_schedule(job)
     print_summary(summary)
     from isl_cli import distributed
@@ -104,7 +107,7 @@ def run(
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
-                  caption="kNN top-1/top-5 % (k=200 unless said); mined-pair precision % and its chance level",
+                  caption="kNN top-1/top-5 % (k=200 unless said; 'final linear': the linear probe); mined-pair precision % and its chance level",
                   caption_justify="left")
     for name in ("round", "top-1", "top-5", "nbrs/img", "precision", "chance", "time s"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -119,6 +122,9 @@ def print_summary(summary: dict) -> None:
         for res in final["results"]:
             table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
                           f"{summary.get('total_seconds', 0):.0f}")
+    linear = summary.get("final_linear")
+    if linear and linear.get("scored"):
+        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "")
     console.print(table)
     if final and not final.get("scored"):
         err_console.print(f"[yellow]{final.get('note')}[/yellow]")
