@@ -131,7 +131,8 @@ class LinearClassifier:
         return folded_logits(x, self.weight, self.bias, self.standardizer)
 
 
-def folded_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, standardizer: Standardizer) -> torch.Tensor:
+def folded_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                  standardizer: Standardizer) -> torch.Tensor:
     """Logits of standardised x with the standardisation folded into the weights: (n, D) -> (n, C)."""
     scaled = weight / standardizer.std  # (C, D)
     shift = bias - scaled @ standardizer.mean  # (C,)
