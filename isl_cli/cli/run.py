@@ -11,6 +11,7 @@ from rich.table import Table
 from isl_cli.cli.common import DeviceOpt, RootOpt, console, dataset_is_imagenet, default_root, err_console
 from isl_cli import checks
 from isl_cli.config import RunConfig, override, preset_configs
+from isl_cli.errors import IslError
 
 Opt = typer.Option
 
@@ -55,12 +56,15 @@ def run(
     seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
     no_report: Annotated[bool, Opt("--no-report", help="Skip the PNG figures drawn at the end.")] = False,
+    linear_probe: Annotated[bool, Opt("--linear-probe", help="Also report the final linear probe (isl eval-linear, pooled features) \\[default: on for --preset quick].")] = False,
+    no_linear_probe: Annotated[bool, Opt("--no-linear-probe", help="Skip the final linear probe of --preset quick.")] = False,
     device: DeviceOpt = "auto",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole ISL schedule unattended: for each round train-features, train-gan, mine-neighbors (the last round
     stops after train-features: the paper's code also mines after it, but nothing uses those neighbours), then
-    eval-knn with recomputed features, a table per round, summary.json and the report's figures.
+    eval-knn with recomputed features (and eval-linear with --linear-probe, the default for --preset quick), a table
+    per round, summary.json and the report's figures.
 
     Run the same command again to continue after any interruption (even a kill): finished stages are skipped and an
     interrupted one resumes from its checkpoint. A run folder holding a different config is refused unless
@@ -70,7 +74,6 @@ def run(
     from isl_cli.engine.schedule import RunJob, run_schedule
     from isl_cli.locks import acquire
 
-    acquire(run_dir or Path("runs") / dataset)  # one `isl run` per run folder, before any work (released at exit)
     data_root = root or default_root()
     data_dir = data or data_root / dataset
     run_dir = run_dir or Path("runs") / dataset
@@ -96,6 +99,10 @@ def run(
     prepared = (data_dir / "train.safetensors").exists()
     imagenet = dataset_is_imagenet(data_dir) if prepared else dataset == "imagenet"
     config = configs(imagenet)
+    if linear_probe and no_linear_probe:
+        raise IslError("--linear-probe and --no-linear-probe contradict each other; give one")
+    probe = linear_probe or (preset == "quick" and not no_linear_probe)
+    acquire(run_dir)  # one `isl run` per run folder, after the option checks, before any work (released at exit)
     if not prepared:
         from isl_cli.data.sources.fetch import prepare_dataset
 
@@ -104,7 +111,8 @@ def run(
         if dataset_is_imagenet(data_dir) != imagenet:
             config = configs(not imagenet)
     job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=compute_device,
-                 overwrite=overwrite, progress=not quiet, resume_command=_rerun_command())
+                 overwrite=overwrite, progress=not quiet, resume_command=_rerun_command(),
+                 linear_probe=probe)
     summary = run_schedule(job)
     print_summary(summary)
     from isl_cli import distributed
@@ -119,7 +127,7 @@ def run(
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
-                  caption="kNN top-1/top-5 % (k=200 unless said); mined-pair precision % and its chance level",
+                  caption="kNN top-1/top-5 % (k=200 unless said; 'final linear': the linear probe); mined-pair precision % and its chance level",
                   caption_justify="left")
     for name in ("round", "top-1", "top-5", "nbrs/img", "precision", "chance", "time s"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -134,6 +142,9 @@ def print_summary(summary: dict) -> None:
         for res in final["results"]:
             table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
                           f"{summary.get('total_seconds', 0):.0f}")
+    linear = summary.get("final_linear")
+    if linear and linear.get("scored"):
+        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "")
     console.print(table)
     if final and not final.get("scored"):
         err_console.print(f"[yellow]{final.get('note')}[/yellow]")

@@ -6,7 +6,8 @@ Round r = 0..R-1 writes, in the run folder:
     r{r}-gan.safetensors         train-gan        (not in the last round)
     r{r}-neighbors.safetensors   mine-neighbors   (not in the last round)
 
-then `final-knn.json` (eval-knn --recompute on the last features), `summary.json`
+then `final-knn.json` (eval-knn --recompute on the last features), with
+`--linear-probe` also `final-linear.json` (eval-linear on them), `summary.json`
 and the report's PNGs. The backbone, bank, optimiser, scheduler and GAN carry
 over across rounds, as in the paper's code. Running the same command again
 continues where it stopped: finished stages are skipped, an interrupted one
@@ -37,6 +38,7 @@ from isl_cli.errors import IslError
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 FINAL_FILE = "final-knn.json"
+FINAL_LINEAR_FILE = "final-linear.json"
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RunJob:
     overwrite: bool = False
     progress: bool = True
     resume_command: str | None = None
+    linear_probe: bool = False  # also the final linear probe (final-linear.json)
 
 
 def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
@@ -83,6 +86,13 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
                                      data_dir=job.data_dir, progress=job.progress)
         timings["final-eval"] = time.perf_counter() - start
         atomic_write_json(final_path, report.to_dict())
+    if job.linear_probe and not (job.run_dir / FINAL_LINEAR_FILE).exists():
+        from isl_cli.engine.linear_eval import final_linear_probe
+
+        start = time.perf_counter()
+        probe = final_linear_probe(final, job.data_dir, job.device, progress=job.progress)
+        timings["final-linear"] = time.perf_counter() - start
+        atomic_write_json(job.run_dir / FINAL_LINEAR_FILE, probe)
     atomic_write_json(job.run_dir / "timings.json", timings)
     summary = summarize(job.run_dir, cfg.rounds)
     atomic_write_json(job.run_dir / SUMMARY_FILE, summary)
@@ -253,6 +263,8 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
     final = run_dir / FINAL_FILE
     if final.exists():
         summary["final"] = json.loads(final.read_text())
+    if (run_dir / FINAL_LINEAR_FILE).exists():
+        summary["final_linear"] = json.loads((run_dir / FINAL_LINEAR_FILE).read_text())
     summary["total_seconds"] = sum(timings.values())
     return summary
 
