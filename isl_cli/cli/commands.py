@@ -19,7 +19,7 @@ COMMANDS = [
     ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
      "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"),
     ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
-     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute"),
+     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute\n\nisl eval-knn --baseline pixels --data data/shapes\n\nisl eval-knn --baseline random runs/shapes/r0-features.safetensors"),
     ("export", "export", "export", "Export the backbone or the embeddings of a checkpoint.",
      "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"),
     ("run", "run", "run", "Run the whole ISL schedule: rounds of features, GAN, mining; then evaluate.",

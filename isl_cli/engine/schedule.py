@@ -7,7 +7,8 @@ Round r = 0..R-1 writes, in the run folder:
     r{r}-neighbors.safetensors   mine-neighbors   (not in the last round)
 
 then `final-knn.json` (eval-knn --recompute on the last features), `summary.json`
-and the report's PNGs. The backbone, bank, optimiser, scheduler and GAN carry
+and the report's PNGs. Before round 0 the two baselines (centred pixels, the
+randomly initialised backbone) are scored once and kept in `baselines.json`. The backbone, bank, optimiser, scheduler and GAN carry
 over across rounds, as in the paper's code. Running the same command again
 continues where it stopped: finished stages are skipped, an interrupted one
 resumes from its checkpoint, so the result equals an uninterrupted run's.
@@ -37,6 +38,7 @@ from isl_cli.errors import IslError
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 FINAL_FILE = "final-knn.json"
+BASELINES_FILE = "baselines.json"
 
 
 @dataclass
@@ -62,6 +64,7 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     cfg = job.config.validate()
     _claim_run_dir(job)
     timings: dict[str, float] = _load_timings(job.run_dir)
+    _baselines(job)
     last = cfg.rounds - 1
     for r in range(cfg.rounds):
         features = stage_path(job.run_dir, r, "features")
@@ -89,6 +92,28 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- stages
+
+
+def _baselines(job: RunJob) -> None:
+    """Score centred pixels and the random-init backbone once per run folder (`baselines.json`)."""
+    from isl_cli.data.store import dataset_header
+    from isl_cli.engine.baselines import pixel_baseline, random_init_baseline
+    from isl_cli.engine.common import resolve_spec
+
+    path = job.run_dir / BASELINES_FILE
+    if path.exists():
+        return
+    cfg = job.config.features
+    ks, device = list(job.config.eval_ks), job.device
+    log("baselines: weighted kNN of centred pixels and of the randomly initialised backbone")
+    try:
+        pixels = pixel_baseline(job.data_dir, ks, cfg.temperature, device).to_dict()
+    except IslError as exc:  # a file-backed data set: say why, keep going
+        pixels = {"source": "pixels", "scored": False, "note": str(exc), "results": []}
+    spec = resolve_spec(cfg.arch, cfg.width, cfg.low_dim, cfg.variant, dataset_header(job.data_dir).meta)
+    random = random_init_baseline(job.data_dir, ks, cfg.temperature, device, spec=spec, seed=cfg.seed,
+                                  num_workers=cfg.num_workers, progress=job.progress).to_dict()
+    atomic_write_json(path, {"pixels": pixels, "random": random})
 
 
 def _features(job: RunJob, r: int, out: Path) -> None:
@@ -236,7 +261,7 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
             row["mined_entries"] = stats.get("entries")
             row["mined_neighbors_per_image"] = stats.get("entries", 0) / n if n else None
             for key in ("precision", "new_precision", "chance_precision", "share_with_neighbors", "new_pairs",
-                        "passes"):
+                        "passes", "similarity_precision", "similarity_pairs"):
                 row[f"mined_{key}"] = stats.get(key)
         row["seconds"] = sum(v for k, v in timings.items() if k.startswith(f"r{r}-"))
         rows.append(row)
@@ -244,6 +269,9 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
     final = run_dir / FINAL_FILE
     if final.exists():
         summary["final"] = json.loads(final.read_text())
+    baselines = run_dir / BASELINES_FILE
+    if baselines.exists():
+        summary["baselines"] = json.loads(baselines.read_text())
     summary["total_seconds"] = sum(timings.values())
     return summary
 
