@@ -82,8 +82,10 @@ def eval_knn(
 def _baseline_name(report) -> str:
     from isl_cli.engine.baselines import describe
 
-    name = describe(report.to_dict())
-    return name if report.source != "random" else f"{name}, D {report.details['low_dim']}, seed {report.details['seed']}"
+    name, details = describe(report.to_dict()), report.details
+    if report.source != "random":
+        return name
+    return f"{name} {details['arch']}, width {details['width']:g}, D {details['low_dim']}, seed {details['seed']}"
 
 
 def _refuse_random_options(why: str, **given) -> None:

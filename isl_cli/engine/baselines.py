@@ -116,7 +116,4 @@ def _report(data_dir: Path, name: str, train: Split, test: Split, temperature: f
 
 def describe(report: dict) -> str:
     """A short name of a baseline (a dict from `EvalReport.to_dict`), for tables and plots."""
-    if report.get("source") == PIXELS:
-        return "centred pixels"
-    details = report.get("details", {})
-    return f"random-init {details.get('arch', 'backbone')}, width {details.get('width', '?')}"
+    return "centred pixels" if report.get("source") == PIXELS else "random init"
