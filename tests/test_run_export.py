@@ -109,7 +109,7 @@ def test_rerun_of_a_finished_run_only_prints(reference_run, tiny_data, cli):
     result = cli(*_run_args(tiny_data, reference_run, "--no-report"))
     assert result.exit_code == 0, result.output
     assert "ISL run" in result.output and "final" in result.output
-    assert "centred pixels k20" in result.output and "random init k20" in result.output
+    assert "pixels k20" in result.output and "random k20" in result.output
     assert (reference_run / "r1-features.safetensors").stat().st_mtime_ns == before
     assert (reference_run / "baselines.json").stat().st_mtime_ns == baselines_before  # computed once per run
 

@@ -104,10 +104,11 @@ def run(
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
-                  caption="kNN top-1/top-5 % (k=200 unless said); precision % of the pairs new this round, of as many "
-                          "pairs by plain similarity in the same bank, and chance (labels used only for these figures)",
+                  caption="kNN top-1/top-5 % (k=200 unless said); baselines: pixels = centred pixels, random = the "
+                          "random-init backbone. Precision % of the pairs new this round (mined), of as many pairs by "
+                          "plain similarity in the same bank (similar), and chance; labels are used only for these.",
                   caption_justify="left")
-    for name in ("round", "top-1", "top-5", "nbrs/img", "new-pair prec.", "similarity", "chance", "time s"):
+    for name in ("round", "top-1", "top-5", "nbrs/img", "mined", "similar", "chance", "s"):
         table.add_column(name, justify="right", no_wrap=True)
     for row in summary["rounds"]:
         table.add_row(
@@ -129,8 +130,6 @@ def print_summary(summary: dict) -> None:
 
 def _baseline_rows(table: Table, baselines: dict) -> None:
     """One row per baseline and k (recomputed features, like the final row); a line when one was not scored."""
-    from isl_cli.engine.baselines import describe
-
     for key in ("pixels", "random"):
         report = baselines.get(key)
         if not report:
@@ -139,7 +138,7 @@ def _baseline_rows(table: Table, baselines: dict) -> None:
             err_console.print(f"[yellow]baseline {key}: {report.get('note')}[/yellow]")
             continue
         for res in report["results"]:
-            table.add_row(f"{describe(report)} k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}",
+            table.add_row(f"{key} k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}",
                           "", "", "", "", "")
 
 
