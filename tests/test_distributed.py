@@ -149,4 +149,5 @@ def test_run_under_torchrun(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["final"]["scored"]
+    assert summary["baselines"]["pixels"]["scored"] and summary["baselines"]["random"]["scored"]
     assert result.stdout.count("ISL run") == 1  # rank 0 alone prints the table

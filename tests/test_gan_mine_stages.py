@@ -95,6 +95,19 @@ def test_mining_grows_graph_symmetrically_and_reports_precision(features, gan, t
     assert (rounds == 0).all()
     assert "precision" in result.output
 
+    # the rival: as many pairs by plain similarity in the same bank (the round-0 graph is empty), scored alike
+    from isl_cli.data.store import load_split
+    from isl_cli.similarity_pairs import most_similar_pairs, pair_precision
+
+    bank = load_file(str(features))["bank.memory"]
+    labels = load_split(read_header(features).meta["dataset"], "train").labels
+    rival, _ = most_similar_pairs(bank, len(pairs))
+    assert stats["similarity_pairs"] == len(pairs)
+    assert stats["similarity_precision"] == pytest.approx(pair_precision(rival, labels))
+    assert "plain similarity" in result.output and "never for mining" in result.output
+    shown = cli("inspect", out)
+    assert shown.exit_code == 0 and "plain similarity" in shown.output and "by chance" in shown.output
+
     # a second mining from this graph keeps every old pair and never touches the old file
     before = out.read_bytes()
     grown = tmp_path / "grown.safetensors"
@@ -105,6 +118,9 @@ def test_mining_grows_graph_symmetrically_and_reports_precision(features, gan, t
     old = {tuple(p) for p in pairs.tolist()}
     new = {tuple(p) for p in load_file(str(grown))["pairs"].tolist()}
     assert old <= new
+    # the rival never picks an existing edge: it is scored on as many pairs as were new, outside the old graph
+    grown_stats = read_header(grown, "neighbors").meta["stats"]
+    assert grown_stats["similarity_pairs"] == grown_stats["new_pairs"]
 
 
 def test_unreachable_quota_stops_at_cap_and_still_writes(features, gan, tmp_path, cli):

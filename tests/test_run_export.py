@@ -44,6 +44,11 @@ def test_run_writes_every_stage_summary_and_figures(reference_run):
     assert summary["final"]["source"] == "recomputed" and [r["k"] for r in summary["final"]["results"]] == [5, 20]
     r0 = summary["rounds"][0]
     assert "knn_top1" in r0 and r0["mined_entries"] > 0 and r0["mined_precision"] is not None
+    assert r0["mined_similarity_pairs"] == r0["mined_new_pairs"] and r0["mined_similarity_precision"] is not None
+    baselines = summary["baselines"]
+    assert baselines == json.loads((reference_run / "baselines.json").read_text())
+    assert [r["k"] for r in baselines["pixels"]["results"]] == [5, 20] and baselines["pixels"]["scored"]
+    assert baselines["random"]["details"]["width"] == 0.0625 and baselines["random"]["details"]["low_dim"] == 16
     assert read_header(reference_run / "r1-features.safetensors").meta["round"] == 1
     config = json.loads((reference_run / "config.json").read_text())
     assert config["config"]["rounds"] == 2 and config["config"]["features"]["epochs"] == 2
@@ -100,10 +105,13 @@ def test_run_folder_with_another_config_is_refused(reference_run, tiny_data, tmp
 
 def test_rerun_of_a_finished_run_only_prints(reference_run, tiny_data, cli):
     before = (reference_run / "r1-features.safetensors").stat().st_mtime_ns
+    baselines_before = (reference_run / "baselines.json").stat().st_mtime_ns
     result = cli(*_run_args(tiny_data, reference_run, "--no-report"))
     assert result.exit_code == 0, result.output
     assert "ISL run" in result.output and "final" in result.output
+    assert "pixels k20" in result.output and "random k20" in result.output
     assert (reference_run / "r1-features.safetensors").stat().st_mtime_ns == before
+    assert (reference_run / "baselines.json").stat().st_mtime_ns == baselines_before  # computed once per run
 
 
 # --------------------------------------------------------------------------- export

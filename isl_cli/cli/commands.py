@@ -21,7 +21,7 @@ COMMANDS = [
     ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
      "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"),
     ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
-     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute"),
+     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute\n\nisl eval-knn --baseline pixels --data data/shapes\n\nisl eval-knn --baseline random runs/shapes/r0-features.safetensors"),
     ("eval-linear", "eval_linear", "eval_linear", "Linear-probe accuracy of a features checkpoint or exported backbone.",
      "isl eval-linear runs/shapes/r3-features.safetensors\n\nisl eval-linear backbone.safetensors --data data/cifar10 --layer embedding --json"),
     ("export", "export", "export", "Export the backbone or the embeddings of a checkpoint.",

@@ -51,6 +51,9 @@ def inspect(
     for key, value in sorted(header.meta.items()):
         summary.add_row(f"meta.{key}", _short(value))
     console.print(summary)
+    stats = header.meta.get("stats") if header.kind == "neighbors" else None
+    if isinstance(stats, dict):
+        _mining_table(stats)
 
     shown = tensors if len(tensors) <= 40 else tensors[:40]
     table = Table(title=f"tensors ({len(tensors)})", title_justify="left")
@@ -68,6 +71,20 @@ def inspect(
         for key, value in sorted(header.config.items()):
             config.add_row(key, _short(value))
         console.print(config)
+
+
+def _mining_table(stats: dict) -> None:
+    """The mining figures of a neighbours file: its pairs, and with labels their precision against the rivals."""
+    from isl_cli.cli.mine_neighbors import precision_rows
+
+    table = field_table("mining", value_justify="right")
+    for key, label in (("entries", "neighbour entries"), ("new_pairs", "new pairs this round"), ("passes", "passes")):
+        if stats.get(key) is not None:
+            table.add_row(label, str(stats[key]))
+    precision_rows(table, stats)
+    console.print(table)
+    if stats.get("labels_note"):
+        console.print(f"precision: share of same-label pairs; {stats['labels_note']}")
 
 
 def _short(value: object, limit: int = 120) -> str:

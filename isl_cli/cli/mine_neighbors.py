@@ -65,9 +65,18 @@ def mine_neighbors(
     table.add_row("neighbour entries", f"{result.entries} (quota {result.quota}, {'reached' if result.reached else 'NOT reached'})")
     table.add_row("passes", str(result.passes))
     table.add_row("new pairs this round", str(stats.get("new_pairs", 0)))
-    for key, label in (("precision", "precision, all pairs"), ("new_precision", "precision, new pairs"),
-                       ("chance_precision", "precision by chance"), ("share_with_neighbors", "images with a neighbour")):
-        if stats.get(key) is not None:
-            table.add_row(label, f"{100 * stats[key]:.1f}%")
+    precision_rows(table, stats)
     table.add_row("time", f"{result.seconds:.1f} s")
     console.print(table)
+    if stats.get("labels_note"):
+        console.print(f"precision: share of same-label pairs; {stats['labels_note']}")
+
+
+def precision_rows(table, stats: dict) -> None:
+    """The precision figures of a neighbours file's stats (also shown by `isl inspect`)."""
+    rows = (("precision", "precision, all pairs"), ("new_precision", "precision, new pairs"),
+            ("similarity_precision", f"precision, {stats.get('similarity_pairs', 0)} pairs by plain similarity"),
+            ("chance_precision", "precision by chance"), ("share_with_neighbors", "images with a neighbour"))
+    for key, label in rows:
+        if stats.get(key) is not None:
+            table.add_row(label, f"{100 * stats[key]:.1f}%")

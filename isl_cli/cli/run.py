@@ -127,27 +127,46 @@ def run(
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
-                  caption="kNN top-1/top-5 % (k=200 unless said; 'final linear': the linear probe); mined-pair precision % and its chance level",
+                  caption="kNN top-1/top-5 % (k=200 unless said; 'final linear': the linear probe); baselines: "
+                          "pixels = centred pixels, random = the random-init backbone. Precision % of the pairs new "
+                          "this round (mined), of as many pairs by plain similarity in the same bank (similar), and "
+                          "chance; labels are used only for these.",
                   caption_justify="left")
-    for name in ("round", "top-1", "top-5", "nbrs/img", "precision", "chance", "time s"):
+    for name in ("round", "top-1", "top-5", "nbrs/img", "mined", "similar", "chance", "s"):
         table.add_column(name, justify="right", no_wrap=True)
     for row in summary["rounds"]:
         table.add_row(
             str(row["round"]), _pct(row.get("knn_top1")), _pct(row.get("knn_top5")),
-            _num(row.get("mined_neighbors_per_image")), _pct(row.get("mined_precision"), 100),
-            _pct(row.get("mined_chance_precision"), 100), f"{row.get('seconds', 0):.0f}",
+            _num(row.get("mined_neighbors_per_image")), _pct(row.get("mined_new_precision"), 100),
+            _pct(row.get("mined_similarity_precision"), 100), _pct(row.get("mined_chance_precision"), 100),
+            f"{row.get('seconds', 0):.0f}",
         )
     final = summary.get("final")
     if final and final.get("scored"):
         for res in final["results"]:
-            table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "",
+            table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "", "",
                           f"{summary.get('total_seconds', 0):.0f}")
     linear = summary.get("final_linear")
     if linear and linear.get("scored"):
-        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "")
+        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "", "")
+    _baseline_rows(table, summary.get("baselines", {}))
     console.print(table)
     if final and not final.get("scored"):
         err_console.print(f"[yellow]{final.get('note')}[/yellow]")
+
+
+def _baseline_rows(table: Table, baselines: dict) -> None:
+    """One row per baseline and k (recomputed features, like the final row); a line when one was not scored."""
+    for key in ("pixels", "random"):
+        report = baselines.get(key)
+        if not report:
+            continue
+        if not report.get("scored"):
+            err_console.print(f"[yellow]baseline {key}: {report.get('note')}[/yellow]")
+            continue
+        for res in report["results"]:
+            table.add_row(f"{key} k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}",
+                          "", "", "", "", "")
 
 
 def _pct(value, scale: float = 1.0) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from isl_cli.data.store import load_split
+from isl_cli.data.store import Split, load_split
 from isl_cli.engine.common import embed, open_features
 from isl_cli.engine.progress import log, make_progress
 from isl_cli.knn import clamp_ks, weighted_knn
@@ -19,8 +19,8 @@ from isl_cli.knn import clamp_ks, weighted_knn
 class EvalReport:
     """kNN accuracies of one checkpoint, or why they could not be scored."""
 
-    checkpoint: Path
-    source: str  # "bank" or "recomputed"
+    checkpoint: Path | None  # None for a baseline
+    source: str  # "bank" or "recomputed"; a baseline's name ("pixels", "random")
     num_train: int
     num_test: int
     temperature: float
@@ -28,11 +28,16 @@ class EvalReport:
     scored: bool = True
     note: str = ""
     seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)  # what a baseline was computed from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "source": self.source, "num_train": self.num_train,
-                "num_test": self.num_test, "temperature": self.temperature, "results": self.results,
-                "scored": self.scored, "note": self.note, "seconds": round(self.seconds, 3)}
+        record = {"checkpoint": None if self.checkpoint is None else str(self.checkpoint), "source": self.source,
+                  "num_train": self.num_train, "num_test": self.num_test, "temperature": self.temperature,
+                  "results": self.results, "scored": self.scored, "note": self.note,
+                  "seconds": round(self.seconds, 3)}
+        if self.details:
+            record["details"] = self.details
+        return record
 
 
 def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool, device: torch.device,
@@ -52,17 +57,24 @@ def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool,
                        if len(test) == 0 or not train.labelled or not test.labelled else "")
         report.seconds = time.perf_counter() - start
         return report
-    ks_used, clamped = clamp_ks(list(ks), len(train))
-    if clamped:
-        log(f"[yellow]warning: k larger than the {len(train)} training images was clamped to {len(train)}[/yellow]")
     workers = int(loaded.artifact.config.get("num_workers", 0))
     with make_progress(progress) as bar:
         queries = embed(loaded.model, test, loaded.spec, device=device, batch_size=batch_size,
                         num_workers=workers, progress=bar)  # (Q, D)
         keys = (embed(loaded.model, train, loaded.spec, device=device, batch_size=batch_size,
                       num_workers=workers, progress=bar) if recompute else loaded.memory)  # (N, D)
-    results = weighted_knn(queries, test.labels.to(device), keys, train.labels.to(device), ks_used, temperature,
-                           num_classes=int(train.labels.max()) + 1)
-    report.results = [{"k": k, "top1": results[k].top1, "top5": results[k].top5} for k in sorted(set(ks_used))]
+    score_features(report, queries, test, keys, train, ks)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def score_features(report: EvalReport, queries: torch.Tensor, test: Split, keys: torch.Tensor, train: Split,
+                   ks: Sequence[int]) -> None:
+    """Fill `report.results`: weighted kNN of queries (Q, D) against keys (N, D) at each k (clamped to N)."""
+    ks_used, clamped = clamp_ks(list(ks), len(train))
+    if clamped:
+        log(f"[yellow]warning: k larger than the {len(train)} training images was clamped to {len(train)}[/yellow]")
+    device = queries.device
+    results = weighted_knn(queries, test.labels.to(device), keys, train.labels.to(device), ks_used,
+                           report.temperature, num_classes=int(train.labels.max()) + 1)
+    report.results = [{"k": k, "top1": results[k].top1, "top5": results[k].top5} for k in sorted(set(ks_used))]

@@ -31,6 +31,7 @@ from isl_cli.locks import writes
 from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
+from isl_cli.similarity_pairs import similarity_rival
 
 
 @dataclass
@@ -142,6 +143,9 @@ def mine_neighbors(job: MineJob) -> MineResult:
     is_new = ~_member(pairs[:, 0] * n + pairs[:, 1], initial_keys.cpu())
     round_added = _rounds_for(pairs, base_pairs, base_rounds, is_new, round_index, n)
     stats = _stats(graph.to("cpu"), train.labels, pairs[is_new])
+    if bool((train.labels >= 0).any()):  # a diagnostic: as many pairs by plain similarity in the same bank
+        stats.update(similarity_rival(loaded.memory, initial_keys, stats["new_pairs"], train.labels))
+        stats["labels_note"] = "labels were used only to score these precisions, never for mining"
     stats.update({"passes": passes, "quota": target, "reason": reason})
     save_neighbors(job.out, pairs, fingerprint=loaded.fingerprint, num_images=n, round_index=round_index,
                    round_added=round_added, config=to_dict(cfg),

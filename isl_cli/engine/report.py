@@ -1,8 +1,10 @@
 """PNG figures of a run folder (`isl report`, and the end of `isl run`).
 
-knn.png         kNN top-1 per epoch across rounds (round boundaries marked)
+knn.png         kNN top-1 per epoch across rounds (round boundaries marked), with the
+                baselines of baselines.json (centred pixels, random init) as lines
 losses.png      the loss terms per epoch (total, instance, affinity, hard positive)
-neighbors.png   neighbours per image and mined-pair precision per round (with chance)
+neighbors.png   neighbours per image and mined-pair precision per round (with chance and
+                as many pairs chosen by plain similarity in the same bank)
 gan.png         generator and discriminator losses per GAN epoch, per round
 retrieval.png   test images, each with its 10 nearest training images
                 (green border: same label, red: different)
@@ -58,7 +60,7 @@ def write_report(run_dir: Path, *, device: torch.device | None = None, num_queri
     history = read_header(last, "features").meta.get("history", [])
     out = []
     if history:
-        out.append(_knn_figure(history, run_dir / "knn.png"))
+        out.append(_knn_figure(history, run_dir / "knn.png", _baselines(run_dir)))
         out.append(_loss_figure(history, run_dir / "losses.png"))
     neighbors = _stage_files(run_dir, "neighbors")
     if neighbors:
@@ -83,7 +85,26 @@ def _round_marks(ax, history: list[dict[str, Any]]) -> None:
         seen.add(r)
 
 
-def _knn_figure(history: list[dict[str, Any]], path: Path) -> Path:
+def _baselines(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "baselines.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _baseline_lines(ax, baselines: dict[str, Any], eval_k: int | None) -> None:
+    """A horizontal line per scored baseline: top-1 at the training evaluations' k when it was scored, else its first k."""
+    from isl_cli.engine.baselines import describe
+
+    for key, colour in (("pixels", "tab:grey"), ("random", "tab:brown")):
+        report = baselines.get(key) or {}
+        results = report.get("results") or []
+        if not report.get("scored") or not results:
+            continue
+        res = next((r for r in results if r["k"] == eval_k), results[0])
+        ax.axhline(res["top1"], color=colour, linestyle="-.", linewidth=1.2,
+                   label=f"{describe(report)} top-1 (k={res['k']})")
+
+
+def _knn_figure(history: list[dict[str, Any]], path: Path, baselines: dict[str, Any] | None = None) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     evals = [h for h in history if "knn_top1" in h]
@@ -97,10 +118,19 @@ def _knn_figure(history: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("weighted kNN accuracy (%)")
     ax.set_title("kNN accuracy during training (memory bank vs. test split)")
     ax.grid(alpha=0.3)
-    if evals:
+    _baseline_lines(ax, baselines or {}, _eval_k(path.parent))
+    if evals or baselines:
         ax.legend(fontsize=8)
     _round_marks(ax, history)
     return _save(fig, path)
+
+
+def _eval_k(run_dir: Path) -> int | None:
+    path = run_dir / "config.json"
+    try:
+        return int(json.loads(path.read_text())["config"]["features"]["eval_k"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _loss_figure(history: list[dict[str, Any]], path: Path) -> Path:
@@ -123,7 +153,7 @@ def _loss_figure(history: list[dict[str, Any]], path: Path) -> Path:
 
 def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     plt = _pyplot()
-    rounds, per_image, precision, new_precision, chance = [], [], [], [], []
+    rounds, per_image, precision, new_precision, chance, similarity = [], [], [], [], [], []
     for r, file in files:
         meta = read_header(file, "neighbors").meta
         stats = meta.get("stats", {})
@@ -133,6 +163,7 @@ def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
         precision.append(_pct(stats.get("precision")))
         new_precision.append(_pct(stats.get("new_precision")))
         chance.append(_pct(stats.get("chance_precision")))
+        similarity.append(_pct(stats.get("similarity_precision")))
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     left.bar(rounds, per_image, color="tab:blue")
     left.set_xlabel("round")
@@ -142,6 +173,9 @@ def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     if any(v is not None for v in precision):
         right.plot(rounds, precision, marker="o", label="all pairs")
         right.plot(rounds, new_precision, marker="s", label="pairs new this round")
+        if any(v is not None for v in similarity):
+            right.plot(rounds, similarity, marker="^", linestyle=":", color="tab:green",
+                       label="as many by plain similarity")
         right.plot(rounds, chance, linestyle="--", color="grey", label="chance")
         right.set_ylim(0, 100)
         right.legend(fontsize=8)
@@ -149,7 +183,7 @@ def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
         right.text(0.5, 0.5, "no labels: precision unknown", ha="center", va="center", transform=right.transAxes)
     right.set_xlabel("round")
     right.set_ylabel("same-label pairs (%)")
-    right.set_title("mined-pair precision")
+    right.set_title("mined-pair precision (labels used only here)")
     right.set_xticks(rounds)
     right.grid(alpha=0.3)
     fig.tight_layout()

@@ -8,7 +8,9 @@ Round r = 0..R-1 writes, in the run folder:
 
 then `final-knn.json` (eval-knn --recompute on the last features), with
 `--linear-probe` also `final-linear.json` (eval-linear on them), `summary.json`
-and the report's PNGs. The backbone, bank, optimiser, scheduler and GAN carry
+and the report's PNGs. Before round 0 the two baselines (centred pixels, the
+randomly initialised backbone) are scored once and kept in `baselines.json`.
+The backbone, bank, optimiser, scheduler and GAN carry
 over across rounds, as in the paper's code. Running the same command again
 continues where it stopped: finished stages are skipped, an interrupted one
 resumes from its checkpoint, so the result equals an uninterrupted run's.
@@ -39,6 +41,7 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 FINAL_FILE = "final-knn.json"
 FINAL_LINEAR_FILE = "final-linear.json"
+BASELINES_FILE = "baselines.json"
 
 
 @dataclass
@@ -66,6 +69,7 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     _refuse_data_inside_run_dir(job)
     _claim_run_dir(job)
     timings: dict[str, float] = _load_timings(job.run_dir)
+    _baselines(job)
     last = cfg.rounds - 1
     for r in range(cfg.rounds):
         features = stage_path(job.run_dir, r, "features")
@@ -100,6 +104,28 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- stages
+
+
+def _baselines(job: RunJob) -> None:
+    """Score centred pixels and the random-init backbone once per run folder (`baselines.json`)."""
+    from isl_cli.data.store import dataset_header
+    from isl_cli.engine.baselines import pixel_baseline, random_init_baseline
+    from isl_cli.engine.common import resolve_spec
+
+    path = job.run_dir / BASELINES_FILE
+    if path.exists():
+        return
+    cfg = job.config.features
+    ks, device = list(job.config.eval_ks), job.device
+    log("baselines: weighted kNN of centred pixels and of the randomly initialised backbone")
+    try:
+        pixels = pixel_baseline(job.data_dir, ks, cfg.temperature, device).to_dict()
+    except IslError as exc:  # a file-backed data set: say why, keep going
+        pixels = {"source": "pixels", "scored": False, "note": str(exc), "results": []}
+    spec = resolve_spec(cfg.arch, cfg.width, cfg.low_dim, cfg.variant, dataset_header(job.data_dir).meta)
+    random = random_init_baseline(job.data_dir, ks, cfg.temperature, device, spec=spec, seed=cfg.seed,
+                                  num_workers=cfg.num_workers, progress=job.progress).to_dict()
+    atomic_write_json(path, {"pixels": pixels, "random": random})
 
 
 def _features(job: RunJob, r: int, out: Path) -> None:
@@ -255,7 +281,7 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
             row["mined_entries"] = stats.get("entries")
             row["mined_neighbors_per_image"] = stats.get("entries", 0) / n if n else None
             for key in ("precision", "new_precision", "chance_precision", "share_with_neighbors", "new_pairs",
-                        "passes"):
+                        "passes", "similarity_precision", "similarity_pairs"):
                 row[f"mined_{key}"] = stats.get(key)
         row["seconds"] = sum(v for k, v in timings.items() if k.startswith(f"r{r}-"))
         rows.append(row)
@@ -265,6 +291,9 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
         summary["final"] = json.loads(final.read_text())
     if (run_dir / FINAL_LINEAR_FILE).exists():
         summary["final_linear"] = json.loads((run_dir / FINAL_LINEAR_FILE).read_text())
+    baselines = run_dir / BASELINES_FILE
+    if baselines.exists():
+        summary["baselines"] = json.loads(baselines.read_text())
     summary["total_seconds"] = sum(timings.values())
     return summary
 
