@@ -26,7 +26,7 @@ def mine_neighbors(
     per_round: Annotated[Optional[float], Opt("--per-round", help="Quota: (round+1) x this x N neighbour entries [0.5].", show_default=False)] = None,
     max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on passes over the data [200].", show_default=False)] = None,
     quota_check: Annotated[Optional[str], Opt("--quota-check", help="When to compare the neighbour count with the quota: after each pass (the method) or also after each batch (stops within a pass, so the quota is not overshot by a pass's worth). \\[default: pass].", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128; 256 for ImageNet].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
     round_index: Annotated[Optional[int], Opt("--round", help="Round number \\[default: the features' round].", show_default=False)] = None,

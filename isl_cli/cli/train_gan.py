@@ -22,7 +22,7 @@ def train_gan(
     epochs: Annotated[Optional[int], Opt("--epochs", help="Stop after exactly N epochs instead of the paper's rule.", show_default=False)] = None,
     max_epochs: Annotated[Optional[int], Opt("--max-epochs", help="Hard cap on epochs whatever the rule says [200].", show_default=False)] = None,
     preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128; 256 for ImageNet].", show_default=False)] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="Adam learning rate of both networks [1e-4].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K drawn per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
