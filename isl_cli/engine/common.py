@@ -183,6 +183,10 @@ def batch_triplets(anchors: torch.Tensor, indices: torch.Tensor, memory: torch.T
     from isl_cli.triplets import draw_non_neighbors, nearest_negatives
 
     all_indices, start = distributed.all_gather_with_offset(indices)  # (B,), offset of this slice
-    draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    try:
+        draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    except ValueError as exc:  # an image whose neighbour set holds every image has no negative
+        raise IslError(f"{exc}, so no negative can be drawn for it: the neighbour graph is too dense "
+                       "(mine with a higher --tau or --base-radius)") from None
     negatives = nearest_negatives(anchors, draws, memory)  # (b,)
     return anchors, memory[indices], memory[negatives], negatives

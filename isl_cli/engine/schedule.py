@@ -119,7 +119,8 @@ def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
         log(f"round {r}: {out.name} done, skipping")
         return
     mine_neighbors(MineJob(config=job.config.mine, features=features, gan=gan, out=out, device=job.device,
-                           round_index=r, progress=job.progress))
+                           round_index=r, progress=job.progress, resume=partial_path(out).exists(),
+                           resume_command=job.resume_command))
 
 
 def _complete(path: Path) -> bool:
