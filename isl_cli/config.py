@@ -54,6 +54,8 @@ class FeaturesConfig:
             raise IslError("--weight-decay, --momentum and --hp-weight must not be negative")
         if not 0.0 < self.lr_factor < 1.0:
             raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
+        if self.lr_patience < 0:
+            raise IslError(f"--lr-patience must not be negative, got {self.lr_patience}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise IslError(f"--amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
@@ -177,6 +179,11 @@ def override(config: Any, **changes: Any):
     """`replace` that ignores None values (options the user did not give)."""
     given = {k: v for k, v in changes.items() if v is not None}
     return replace(config, **given) if given else config
+
+
+def given_fields(**changes: Any) -> frozenset[str]:
+    """Names of the options the user gave (the CLI passes None for the others)."""
+    return frozenset(k for k, v in changes.items() if v is not None)
 
 
 def _positive(cfg: Any, *names: str) -> None:

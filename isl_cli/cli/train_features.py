@@ -16,7 +16,7 @@ from isl_cli.cli.common import (
     default_root,
     resume_command,
 )
-from isl_cli.config import override, preset_configs
+from isl_cli.config import given_fields, override, preset_configs
 
 Opt = typer.Option
 
@@ -24,7 +24,7 @@ Opt = typer.Option
 def train_features(
     data: Annotated[Optional[Path], Opt("--data", help="Data set folder written by fetch-data \\[default: ROOT/shapes].", show_default=False)] = None,
     root: RootOpt = None,
-    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's features: backbone, bank, optimiser and scheduler carry over.")] = None,
+    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's features: backbone, bank, optimiser and scheduler carry over. --lr, --momentum, --weight-decay, --lr-factor and --lr-patience, when given, are applied over the restored state (and logged); the others keep it.")] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbours artifact from mine-neighbors (or made by hand). None = round 0, plain instance discrimination.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Output features file \\[default: runs/DATASET/rR-features.safetensors].", show_default=False)] = None,
     epochs: Annotated[Optional[int], Opt("--epochs", help="Epochs of this stage \\[paper: 200; 100 for ImageNet].", show_default=False)] = None,
@@ -40,6 +40,8 @@ def train_features(
     temperature: Annotated[Optional[float], Opt("--temperature", help="Softmax temperature T [0.1; 0.07 for ImageNet].", show_default=False)] = None,
     bank_momentum: Annotated[Optional[float], Opt("--bank-momentum", help="Memory bank momentum m [0.5].", show_default=False)] = None,
     hp_weight: Annotated[Optional[float], Opt("--hp-weight", help="Weight of the hard-positive KL term [0.5].", show_default=False)] = None,
+    lr_factor: Annotated[Optional[float], Opt("--lr-factor", help="LR plateau cut factor [0.8].", show_default=False)] = None,
+    lr_patience: Annotated[Optional[int], Opt("--lr-patience", help="Evaluations without improvement before the LR is cut [1].", show_default=False)] = None,
     eval_every: Annotated[Optional[int], Opt("--eval-every", help="kNN evaluation (and LR plateau step) every N epochs [5; 2 for ImageNet].", show_default=False)] = None,
     eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="Hold out this fraction of the TRAINING set for the kNN that drives the LR scheduler. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; use this option for an honest protocol).", show_default=False)] = None,
@@ -66,19 +68,21 @@ def train_features(
     data_dir = data or (root or default_root()) / "shapes"
     imagenet = dataset_is_imagenet(data_dir, variant)
     base, _, _ = preset_configs(preset, imagenet)
-    config = override(
-        base, arch=arch, width=width, low_dim=low_dim, epochs=epochs, batch_size=batch_size, lr=lr,
+    changes = dict(
+        arch=arch, width=width, low_dim=low_dim, epochs=epochs, batch_size=batch_size, lr=lr,
         momentum=momentum, weight_decay=weight_decay, temperature=temperature, bank_momentum=bank_momentum,
         hp_weight=hp_weight, eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
-        seed=seed, variant=variant, amp=amp, channels_last=channels_last, sync_bn=sync_bn,
+        seed=seed, variant=variant, amp=amp, channels_last=channels_last, sync_bn=sync_bn, lr_factor=lr_factor,
+        lr_patience=lr_patience,
     )
+    config = override(base, **changes)
     if out is None:
         round_guess = round_index if round_index is not None else _round_of(neighbors)
         out = Path("runs") / data_dir.name / f"r{round_guess}-features.safetensors"
     job = FeaturesJob(
         config=config, data_dir=data_dir, out=out, device=resolve_device(device), init=init, neighbors=neighbors,
         resume=resume, overwrite=overwrite, round_index=round_index, variant=variant, progress=not quiet,
-        resume_command=resume_command("train-features"),
+        resume_command=resume_command("train-features"), given=given_fields(**changes),
     )
     result = run_stage(job)
     last = result.last

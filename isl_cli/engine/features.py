@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,9 @@ class FeaturesJob:
     variant: str | None = None
     progress: bool = True
     resume_command: str | None = None
+    # config fields the user typed: with --init they are applied over the restored optimiser and scheduler
+    # (the others keep the restored state); with --resume they must match the checkpoint's
+    given: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -136,6 +139,7 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
                               skipped=True)
     if plan == "resume":
         state = _restore(partial, train, fingerprint, job.device)
+        refuse_changed_options(job.config, state.cfg, job.given, partial)
         log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
             + (f", batch {state.resume_batch}" if state.resume_batch else ""))
     else:
@@ -178,6 +182,12 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
         bank.memory.copy_(init["bank.memory"])
         load_optimizer(optimizer, init.with_prefix("optim."), init.meta.get("optim", {}), str(job.init))
         load_scheduler(scheduler, init.meta.get("scheduler", {}))
+        cfg = inherit_untyped(cfg, init.config, job.given)
+        applied = apply_given_over_init(optimizer, scheduler, cfg, job.given)
+        if applied:
+            origin["applied_over_init"] = applied
+            log(f"--init {job.init}: applied over the restored optimiser and scheduler: "
+                + ", ".join(f"{OPTION_NAMES[k]} {v:g}" for k, v in applied.items()))
         if "graph.pairs" in init.tensors:
             graph = NeighborGraph.from_pairs(init["graph.pairs"], n).to(job.device)
         start_epoch = int(init.meta.get("total_epochs", 0))
@@ -194,6 +204,45 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
     model = _prepare_model(model, cfg, job.device)
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
                   round=round_index, start_epoch=start_epoch, history=history, origin=origin, scaler=scaler)
+
+
+#: Settings that --init restores from the previous round (optimiser param groups, scheduler), by config field.
+OPTION_NAMES = {"lr": "--lr", "momentum": "--momentum", "weight_decay": "--weight-decay",
+                "lr_factor": "--lr-factor", "lr_patience": "--lr-patience"}
+
+
+def inherit_untyped(cfg: FeaturesConfig, init_config: dict[str, Any], given: frozenset[str]) -> FeaturesConfig:
+    """The restored settings the user did not type are the previous round's: record those, not the preset's."""
+    inherited = {k: init_config[k] for k in OPTION_NAMES if k not in given and k in init_config}
+    return replace(cfg, **inherited).validate() if inherited else cfg
+
+
+def apply_given_over_init(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FeaturesConfig,
+                          given: frozenset[str]) -> dict[str, float]:
+    """Put each typed optimiser/scheduler option over the state restored from --init; returns what was applied."""
+    applied: dict[str, float] = {}
+    for name in ("lr", "momentum", "weight_decay"):
+        if name in given:
+            for group in optimizer.param_groups:
+                group[name] = getattr(cfg, name)
+            applied[name] = getattr(cfg, name)
+    if "lr" in given and hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    if "lr_factor" in given:
+        scheduler.factor = applied["lr_factor"] = cfg.lr_factor
+    if "lr_patience" in given:
+        scheduler.patience = applied["lr_patience"] = cfg.lr_patience
+    return applied
+
+
+def refuse_changed_options(asked: Any, saved: Any, given: frozenset[str], partial: Path) -> None:
+    """--resume continues with the checkpoint's settings: a typed option that differs is refused, not dropped."""
+    differs = sorted(k for k in given if hasattr(saved, k) and getattr(asked, k) != getattr(saved, k))
+    if differs:
+        shown = ", ".join(f"--{k.replace('_', '-')} {getattr(asked, k)} (checkpoint: {getattr(saved, k)})"
+                          for k in differs)
+        raise IslError(f"{partial}: --resume continues with the checkpoint's settings, but {shown} was given; "
+                       "drop the option, or --overwrite to start over with it")
 
 
 def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -> _State:
