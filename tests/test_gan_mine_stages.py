@@ -226,3 +226,21 @@ def test_mining_killed_after_a_pass_resumes_at_the_next_pass_bit_exact(features,
     a, b = load_file(str(out)), load_file(str(whole))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_header(out).meta["stats"] == read_header(whole).meta["stats"]
+
+
+def test_gan_init_applies_a_typed_lr_and_otherwise_keeps_the_restored_one(features, gan, tmp_path, cli):
+    assert read_header(gan).config["lr"] == 0.01  # GAN_FAST
+    typed = tmp_path / "typed.safetensors"
+    result = cli("train-gan", "--features", features, "--init", gan, "--out", typed, *TINY_GAN, "--epochs", "1",
+                 "--lr", "0.002")
+    assert result.exit_code == 0, result.output
+    assert "applied over the restored Adam state: --lr 0.002" in result.output
+    header = read_header(typed)
+    assert header.config["lr"] == 0.002 and header.meta["origin"]["applied_over_init"] == {"lr": 0.002}
+    assert {g["lr"] for key in ("optim_g", "optim_d") for g in header.meta[key]["param_groups"]} == {0.002}
+    kept = tmp_path / "kept.safetensors"
+    result = cli("train-gan", "--features", features, "--init", gan, "--out", kept, *TINY_GAN, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    header = read_header(kept)
+    assert header.config["lr"] == 0.01  # the restored rate, recorded as such (not the preset's 1e-4)
+    assert {g["lr"] for g in header.meta["optim_g"]["param_groups"]} == {0.01}

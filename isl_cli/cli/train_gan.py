@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from isl_cli.cli.common import DeviceOpt, SeedOpt, console, require_features, resume_command, sibling
-from isl_cli.config import override, preset_configs
+from isl_cli.config import given_fields, override, preset_configs
 
 Opt = typer.Option
 
@@ -17,7 +17,7 @@ def train_gan(
     features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint from train-features (required).", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid \\[default: the graph the features were trained with].", show_default=False)] = None,
     data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the features record].", show_default=False)] = None,
-    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does.")] = None,
+    init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does; a --lr given is applied over the restored Adam state.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Output gan file \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     epochs: Annotated[Optional[int], Opt("--epochs", help="Stop after exactly N epochs instead of the paper's rule.", show_default=False)] = None,
     max_epochs: Annotated[Optional[int], Opt("--max-epochs", help="Hard cap on epochs whatever the rule says [200].", show_default=False)] = None,
@@ -47,11 +47,13 @@ def train_gan(
     features = require_features(features)
     imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
     _, base, _ = preset_configs(preset, imagenet)
-    config = override(base, batch_size=batch_size, lr=lr, num_draws=num_draws, max_epochs=max_epochs,
-                      epochs=epochs, seed=seed, num_workers=workers)
+    changes = dict(batch_size=batch_size, lr=lr, num_draws=num_draws, max_epochs=max_epochs, epochs=epochs, seed=seed,
+                   num_workers=workers)
+    config = override(base, **changes)
     job = GanJob(config=config, features=features, out=out or sibling(features, "gan"),
                  device=resolve_device(device), init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
-                 data_dir=data, round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"))
+                 data_dir=data, round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"),
+                 given=given_fields(**changes))
     result = run_stage(job)
     console.print(f"[bold green]gan[/bold green] {result.out} (round {result.round}, {len(result.g_losses)} epochs, "
                   f"last g_loss {result.g_losses[-1]:.4f}): {result.stop_reason}")

@@ -39,7 +39,15 @@ from isl_cli.checkpoints import (
 )
 from isl_cli.config import FeaturesConfig, from_dict, to_dict
 from isl_cli.data.store import Split
-from isl_cli.engine.common import BackboneSpec, batch_source, embed, load_train_test, plan_output, resolve_spec
+from isl_cli.engine.common import (
+    BackboneSpec,
+    batch_source,
+    embed,
+    load_train_test,
+    plan_output,
+    refuse_changed_options,
+    resolve_spec,
+)
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -233,16 +241,6 @@ def apply_given_over_init(optimizer: torch.optim.Optimizer, scheduler: Any, cfg:
     if "lr_patience" in given:
         scheduler.patience = applied["lr_patience"] = cfg.lr_patience
     return applied
-
-
-def refuse_changed_options(asked: Any, saved: Any, given: frozenset[str], partial: Path) -> None:
-    """--resume continues with the checkpoint's settings: a typed option that differs is refused, not dropped."""
-    differs = sorted(k for k in given if hasattr(saved, k) and getattr(asked, k) != getattr(saved, k))
-    if differs:
-        shown = ", ".join(f"--{k.replace('_', '-')} {getattr(asked, k)} (checkpoint: {getattr(saved, k)})"
-                          for k in differs)
-        raise IslError(f"{partial}: --resume continues with the checkpoint's settings, but {shown} was given; "
-                       "drop the option, or --overwrite to start over with it")
 
 
 def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -> _State:
