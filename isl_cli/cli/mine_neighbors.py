@@ -41,7 +41,8 @@ def mine_neighbors(
     runs at least one pass (even when the graph already exceeds its quota); passes then repeat until the round's
     quota of (round+1) x 0.5 x N entries is exceeded or --max-passes. The graph is saved after every pass, so
     --resume continues at the next pass and ends as an uninterrupted run would. Labels, when known, are used only to report
-    the precision of the mined pairs.
+    the precision of the mined pairs. Features with an ImageNet backbone take the ImageNet settings
+    (tau = R = 0.3, batch 256), and the first log line says so.
     """
     from isl_cli.artifacts import read_header
 

@@ -32,7 +32,7 @@ def train_features(
     arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet \\[default: resnet18].", show_default=False)] = None,
     width: Annotated[Optional[float], Opt("--width", help="Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).", show_default=False)] = None,
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D \\[default: 128].", show_default=False)] = None,
-    variant: Annotated[Optional[str], Opt("--variant", help="cifar (32x32 backbones) or imagenet; picked from the image size unless given.", show_default=False)] = None,
+    variant: Annotated[Optional[str], Opt("--variant", help="cifar (32x32 backbones) or imagenet; picked from the data unless given. File-backed data and images over 64 px take the ImageNet settings (T 0.07, 100 epochs, batch 256, weight decay 1e-4, kNN every 2 epochs with k 1), and the log's first line says so; --variant cifar keeps the 32x32 ones.", show_default=False)] = None,
     batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks \\[paper: 128; 256 for ImageNet].", show_default=False)] = None,
     lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate \\[paper: 0.03].", show_default=False)] = None,
     momentum: Annotated[Optional[float], Opt("--momentum", help="SGD momentum [0.9].", show_default=False)] = None,
@@ -58,6 +58,9 @@ def train_features(
 ) -> None:
     """Train the backbone and memory bank: instance discrimination in round 0, the ISL loss (affinity + hard-positive
     terms over each image's neighbours) once a neighbours file is given.
+
+    ImageNet settings (file-backed data, images over 64 px, or --variant imagenet): T 0.07, 100 epochs, batch 256,
+    weight decay 1e-4, kNN every 2 epochs with k 1; the first log line says so (--variant cifar for the 32x32 ones).
 
     Checkpoints after every epoch; Ctrl-C saves mid-epoch and prints the command that resumes. One JSON line per
     epoch goes to OUT.metrics.jsonl.

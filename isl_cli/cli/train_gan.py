@@ -37,7 +37,8 @@ def train_gan(
     with the backbone and bank frozen.
 
     Stops by the paper's rule (per-epoch generator losses), by --epochs N, or at the --max-epochs cap, and says
-    which. Never needs a human to switch stages.
+    which. Never needs a human to switch stages. Features with an ImageNet backbone take the ImageNet settings
+    (batch 256), and the first log line says so.
     """
     from isl_cli.artifacts import read_header
 

@@ -48,6 +48,7 @@ from isl_cli.engine.common import (
     refuse_changed_options,
     resolve_spec,
 )
+from isl_cli.engine.imagenet_note import features_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -148,6 +149,8 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
     if plan == "resume":
         state = _restore(partial, train, fingerprint, job.device)
         refuse_changed_options(job.config, state.cfg, job.given, partial)
+        if state.cfg.variant == "imagenet":
+            log(features_line(state.cfg))
         log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
             + (f", batch {state.resume_batch}" if state.resume_batch else ""))
     else:
@@ -163,6 +166,8 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
 
 def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
     cfg = job.config.validate()
+    if cfg.variant == "imagenet":
+        log(features_line(cfg))
     n = len(train)
     origin: dict[str, Any] = {"init": str(job.init) if job.init else None,
                               "neighbors": str(job.neighbors) if job.neighbors else None}

@@ -32,6 +32,7 @@ from isl_cli.engine.common import (
     plan_output,
     refuse_changed_options,
 )
+from isl_cli.engine.imagenet_note import gan_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -102,6 +103,8 @@ def train_gan(job: GanJob) -> GanResult:
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="gan")
+    if loaded.spec.variant == "imagenet" and plan != "done":
+        log(gan_line(job.config))
     if plan == "done":
         art = load_gan(job.out, fingerprint=loaded.fingerprint)
         log(f"{job.out} is already complete; nothing to resume")

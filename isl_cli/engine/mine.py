@@ -29,6 +29,7 @@ from isl_cli.checkpoints import load_gan, load_neighbors, partial_path, save_nei
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
 from isl_cli.engine.common import batch_source, batch_triplets, open_features, plan_output
+from isl_cli.engine.imagenet_note import mine_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import derive_seed, generator_for, load_module
 from isl_cli.errors import IslError, StageInterrupted
@@ -79,6 +80,8 @@ def mine_neighbors(job: MineJob) -> MineResult:
         return _done_result(job.out)
     start = time.perf_counter()
     loaded = open_features(job.features, job.device, job.data_dir)
+    if loaded.spec.variant == "imagenet":
+        log(mine_line(cfg))
     meta = loaded.artifact.meta
     if not meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
