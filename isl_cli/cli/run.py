@@ -36,7 +36,7 @@ def run(
     hp_weight: Annotated[Optional[float], Opt("--hp-weight", show_default=False)] = None,
     eval_every: Annotated[Optional[int], Opt("--eval-every", show_default=False)] = None,
     eval_k: Annotated[Optional[int], Opt("--eval-k", show_default=False)] = None,
-    val_split: Annotated[Optional[float], Opt("--val-split", help="Held-out share of train for the LR scheduler (default: test set, as the paper's code).", show_default=False)] = None,
+    val_split: Annotated[Optional[float], Opt("--val-split", help="Share of the training images whose kNN drives the LR scheduler (default: the test set, as the paper's code). They are still trained on; only their labels leave the kNN's keys.", show_default=False)] = None,
     amp: Annotated[Optional[str], Opt("--amp", help="none, bf16 or fp16 (CUDA) autocast of the backbone in train-features.", show_default=False)] = None,
     channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", show_default=False)] = None,
     # gan stage

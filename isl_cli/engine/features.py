@@ -497,7 +497,8 @@ def _stats(means: dict[str, float], rate: float) -> str:
 
 
 class _Evaluator:
-    """kNN during training: test split (the reference) or a held-out part of train."""
+    """kNN during training: test split (the reference) or a fraction of the training images as queries (still
+    trained on; only their labels leave the kNN keys)."""
 
     def __init__(self, state: _State, train: Split, test: Split, device: torch.device):
         self.state, self.train, self.test, self.device = state, train, test, device
