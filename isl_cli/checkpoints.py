@@ -115,12 +115,18 @@ def save_neighbors(path: Path, pairs: torch.Tensor, *, fingerprint: str, num_ima
     write_artifact(path, "neighbors", tensors, fingerprint=fingerprint, config=config or {}, meta=full_meta)
 
 
-def load_neighbors(path: Path, *, fingerprint: str | None, num_images: int) -> NeighborsFile:
-    """Read and validate a neighbors artifact against the data set it must belong to."""
+def load_neighbors(path: Path, *, fingerprint: str | None, num_images: int,
+                   allow_partial: bool = False) -> NeighborsFile:
+    """Read and validate a neighbors artifact against the data set it must belong to.
+
+    A mining checkpoint (`complete` false) is refused unless `allow_partial` (mining's own resume).
+    """
     art = read_artifact(path, "neighbors", fingerprint=fingerprint, expect={
         "pairs": Expect(torch.int64, ("E", 2)),
         "round_added": Expect(torch.int64, ("E",), required=False),
     })
+    if art.meta.get("complete") is False and not allow_partial:
+        raise IslError(f"{path}: is an unfinished mining checkpoint; finish mine-neighbors first (--resume)")
     stated = art.meta.get("num_images", num_images)
     if stated != num_images:
         raise IslError(f"{path}: made for {stated} images, but the data set has {num_images}")

@@ -56,6 +56,8 @@ class FeaturesConfig:
                            f"{self.weight_decay}, {self.momentum} and {self.hp_weight}")
         if not 0.0 < self.lr_factor < 1.0:
             raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
+        if self.lr_patience < 0:
+            raise IslError(f"--lr-patience must not be negative, got {self.lr_patience}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise IslError(f"--amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
@@ -144,16 +146,21 @@ def paper_features(imagenet: bool) -> FeaturesConfig:
     return FeaturesConfig()
 
 
+def paper_gan(imagenet: bool) -> GanConfig:
+    """The paper's GAN settings: the reference's one loader gives the GAN its batch (256 on ImageNet)."""
+    return GanConfig(batch_size=256) if imagenet else GanConfig()
+
+
 def paper_mine(imagenet: bool) -> MineConfig:
-    """The paper's mining settings (tau, R) for 32x32 data or ImageNet."""
-    return MineConfig(tau=0.3, base_radius=0.3) if imagenet else MineConfig()
+    """The paper's mining settings (tau, R, and the one loader's batch) for 32x32 data or ImageNet."""
+    return MineConfig(tau=0.3, base_radius=0.3, batch_size=256) if imagenet else MineConfig()
 
 
 def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConfig, MineConfig]:
     """Configs of a named preset: `paper` (the reference's) or `quick` (a CPU in minutes)."""
     if preset not in PRESETS:
         raise IslError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    features, gan, mine = paper_features(imagenet), GanConfig(), paper_mine(imagenet)
+    features, gan, mine = paper_features(imagenet), paper_gan(imagenet), paper_mine(imagenet)
     if preset == "quick":
         features = replace(features, width=0.125, epochs=6, eval_every=3, num_workers=2)
         gan = replace(gan, epochs=2, num_draws=1024)
@@ -176,6 +183,11 @@ def override(config: Any, **changes: Any):
     """`replace` that ignores None values (options the user did not give)."""
     given = {k: v for k, v in changes.items() if v is not None}
     return replace(config, **given) if given else config
+
+
+def given_fields(**changes: Any) -> frozenset[str]:
+    """Names of the options the user gave (the CLI passes None for the others)."""
+    return frozenset(k for k, v in changes.items() if v is not None)
 
 
 def _positive(cfg: Any, *names: str) -> None:

@@ -238,12 +238,18 @@ def test_file_backed_train_sample_uses_its_own_seed(tmp_path):
         assert torch.equal(images[row], expected)
 
 
-def test_imagenet_eval_resize_is_256_over_224():
+def test_imagenet_eval_resize_is_256_for_both_crops():
     assert eval_resize_size(224, imagenet_style=True) == 256
-    assert eval_resize_size(227, imagenet_style=True) == 259
+    assert eval_resize_size(227, imagenet_style=True) == 256  # the reference's AlexNet: Resize(256) + CenterCrop(227)
     assert eval_resize_size(32, imagenet_style=False) == 32
     tf = eval_transform(224, IMAGENET_MEAN, IMAGENET_STD, imagenet_style=True)
     assert tf(Image.new("RGB", (300, 400))).shape == (3, 224, 224)
+    from torchvision import transforms as T
+
+    image = Image.fromarray(torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy())
+    ours = eval_transform(227, IMAGENET_MEAN, IMAGENET_STD, imagenet_style=True)(image)
+    reference = T.Compose([T.Resize(256), T.CenterCrop(227), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
+    assert torch.equal(ours, reference)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

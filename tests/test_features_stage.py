@@ -215,3 +215,42 @@ def test_val_split_watches_held_out_training_images(tiny_data, tmp_path, cli):
     assert result.exit_code == 0, result.output
     record = read_header(out).meta["history"][-1]
     assert record["knn_on"] == "val"
+
+
+def test_init_applies_typed_optimiser_options_and_keeps_the_rest(reference, tiny_data, tmp_path, cli):
+    before = read_header(reference, "features").meta
+    restored_lr = before["optim"]["param_groups"][0]["lr"]
+    assert restored_lr != 0.01
+    typed = tmp_path / "typed.safetensors"
+    result = cli("train-features", "--data", tiny_data, "--init", reference, "--out", typed, *TINY, "--epochs", "1",
+                 "--eval-k", "20", "--lr", "0.01", "--momentum", "0.8", "--weight-decay", "0.001",
+                 "--lr-factor", "0.5", "--lr-patience", "3")
+    assert result.exit_code == 0, result.output
+    assert "applied over the restored optimiser and scheduler: --lr 0.01, --momentum 0.8" in result.output
+    header = read_header(typed, "features")
+    record = header.meta["history"][-1]
+    assert record["stage_epoch"] == 1 and record["lr"] == 0.01  # trained at the typed rate
+    assert header.config["lr"] == 0.01 and header.config["lr_factor"] == 0.5 and header.config["lr_patience"] == 3
+    group = header.meta["optim"]["param_groups"][0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.8, 0.001)
+    assert header.meta["scheduler"]["factor"] == 0.5 and header.meta["scheduler"]["patience"] == 3
+    assert header.meta["origin"]["applied_over_init"] == {"lr": 0.01, "momentum": 0.8, "weight_decay": 0.001,
+                                                          "lr_factor": 0.5, "lr_patience": 3}
+    # options not typed keep the restored state, and the config records the previous round's settings
+    kept = tmp_path / "kept.safetensors"
+    result = cli("train-features", "--data", tiny_data, "--init", typed, "--out", kept, *TINY, "--epochs", "1",
+                 "--eval-k", "20")
+    assert result.exit_code == 0, result.output
+    assert "applied over" not in result.output
+    header = read_header(kept, "features")
+    assert header.meta["history"][-1]["lr"] == 0.01 and header.config["lr"] == 0.01
+    assert header.config["momentum"] == 0.8 and header.meta["scheduler"]["patience"] == 3
+
+
+def test_resume_refuses_a_typed_option_that_differs_from_the_checkpoint(reference, tiny_data, tmp_path, cli):
+    import shutil
+
+    out = tmp_path / "r0-features.safetensors"
+    shutil.copy(reference, tmp_path / "r0-features.partial.safetensors")
+    assert_error_line(cli("train-features", "--data", tiny_data, "--out", out, *TINY, *EPOCHS, "--resume",
+                          "--lr", "0.5"), "--lr 0.5 (checkpoint: 0.03)", "--overwrite")

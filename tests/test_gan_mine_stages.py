@@ -79,9 +79,10 @@ def test_gan_ctrl_c_then_resume_equals_uninterrupted(features, gan, tmp_path):
 
 def test_mining_grows_graph_symmetrically_and_reports_precision(features, gan, tmp_path, cli):
     out = tmp_path / "r0-neighbors.safetensors"
-    # a low threshold and radius so that the tiny, barely trained model proposes pairs
+    # a low threshold and radius so that the tiny, barely trained model proposes pairs (its proxies all sit
+    # near one bank row, so a whole pass would make that row everyone's neighbour: stop at the quota's batch)
     result = cli("mine-neighbors", "--features", features, "--gan", gan, "--out", out, *TINY_GAN,
-                 "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "2")
+                 "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "2", "--quota-check", "batch")
     assert result.exit_code == 0, result.output
     header = read_header(out, "neighbors")
     stats = header.meta["stats"]
@@ -112,7 +113,8 @@ def test_mining_grows_graph_symmetrically_and_reports_precision(features, gan, t
     before = out.read_bytes()
     grown = tmp_path / "grown.safetensors"
     result = cli("mine-neighbors", "--features", features, "--gan", gan, "--neighbors", out, "--out", grown,
-                 *TINY_GAN, "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "1", "--round", "1")
+                 *TINY_GAN, "--tau", "0.0", "--base-radius", "0.0", "--max-passes", "1", "--round", "1",
+                 "--quota-check", "batch")
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == before
     old = {tuple(p) for p in pairs.tolist()}
@@ -183,3 +185,78 @@ def test_quota_checked_per_batch_stops_within_the_pass(features, gan, tmp_path, 
     assert first["entries"] <= 2 * 16 * 10 < whole["entries"]  # by one batch of 16 images x top-10 at most
     assert_error_line(cli("mine-neighbors", *common, "--out", tmp_path / "x.safetensors", "--quota-check", "never"),
                       "--quota-check must be pass or batch")
+
+
+def _over_quota_neighbors(path: Path, features: Path) -> torch.Tensor:
+    """A round-0 graph of 60 pairs: 120 entries, already over round 0's quota of 48 (96 images)."""
+    pairs = torch.stack([torch.arange(0, 60), torch.arange(1, 61)], dim=1)  # (60, 2)
+    write_artifact(path, "neighbors", {"pairs": pairs}, fingerprint=read_header(features).fingerprint,
+                   meta={"num_images": 96, "round": 0})
+    return pairs
+
+
+def test_a_graph_already_over_the_quota_still_gets_one_pass_as_the_reference(features, gan, tmp_path, cli):
+    # the reference's mining loop is a do-while: one pass runs before the quota is first checked
+    base = tmp_path / "over.safetensors"
+    old = _over_quota_neighbors(base, features)
+    common = ["--features", features, "--gan", gan, "--neighbors", base, "--round", "0", *TINY_GAN,
+              "--tau", "0.0", "--base-radius", "0.0"]
+    out = tmp_path / "mined.safetensors"
+    result = cli("mine-neighbors", *common, "--out", out)
+    assert result.exit_code == 0, result.output
+    stats = read_header(out).meta["stats"]
+    assert stats["passes"] == 1 and stats["new_pairs"] > 0 and stats["entries"] > 2 * len(old)
+    # per-batch checks: the first batch still runs (at most one batch of 16 images x top-10 new pairs)
+    out_batch = tmp_path / "mined-batch.safetensors"
+    result = cli("mine-neighbors", *common, "--out", out_batch, "--quota-check", "batch")
+    assert result.exit_code == 0, result.output
+    batch_stats = read_header(out_batch).meta["stats"]
+    assert batch_stats["passes"] == 1 and 0 < batch_stats["new_pairs"] <= 16 * 10 < stats["new_pairs"]
+
+
+def test_mining_killed_after_a_pass_resumes_at_the_next_pass_bit_exact(features, gan, tmp_path):
+    # a quota out of reach (100 x 96 entries > 96 x 95), so all 4 passes run; the radius is the largest that
+    # still admits pairs for this tiny GAN (74, 104, 116, 126 entries after passes 1-4), so no row becomes
+    # everyone's neighbour
+    args = ["mine-neighbors", "--features", features, "--gan", gan, *TINY_GAN, "--tau", "0.0", "--base-radius", "0.69",
+            "--per-round", "100", "--max-passes", "4"]
+    whole = tmp_path / "whole.safetensors"
+    assert run_isl(*args, "--out", whole).returncode == 0
+    out, partial = tmp_path / "cut.safetensors", tmp_path / "cut.partial.safetensors"
+    proc = spawn_isl(*args, "--out", out)
+    start = time.time()
+    while not partial.exists():
+        assert proc.poll() is None and time.time() - start < 120, proc.stderr.read()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    saved = read_header(partial, "neighbors").meta
+    assert saved["complete"] is False and 1 <= saved["passes"] < 4
+    # the checkpoint is no neighbours file for training, and a plain re-run does not discard it
+    refused = run_isl(*args, "--out", out)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = run_isl(*args, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after mining pass {saved['passes']}" in resumed.stderr and not partial.exists()
+    a, b = load_file(str(out)), load_file(str(whole))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_header(out).meta["stats"] == read_header(whole).meta["stats"]
+
+
+def test_gan_init_applies_a_typed_lr_and_otherwise_keeps_the_restored_one(features, gan, tmp_path, cli):
+    assert read_header(gan).config["lr"] == 0.01  # GAN_FAST
+    typed = tmp_path / "typed.safetensors"
+    result = cli("train-gan", "--features", features, "--init", gan, "--out", typed, *TINY_GAN, "--epochs", "1",
+                 "--lr", "0.002")
+    assert result.exit_code == 0, result.output
+    assert "applied over the restored Adam state: --lr 0.002" in result.output
+    header = read_header(typed)
+    assert header.config["lr"] == 0.002 and header.meta["origin"]["applied_over_init"] == {"lr": 0.002}
+    assert {g["lr"] for key in ("optim_g", "optim_d") for g in header.meta[key]["param_groups"]} == {0.002}
+    kept = tmp_path / "kept.safetensors"
+    result = cli("train-gan", "--features", features, "--init", gan, "--out", kept, *TINY_GAN, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    header = read_header(kept)
+    assert header.config["lr"] == 0.01  # the restored rate, recorded as such (not the preset's 1e-4)
+    assert {g["lr"] for g in header.meta["optim_g"]["param_groups"]} == {0.01}

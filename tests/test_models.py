@@ -233,7 +233,7 @@ def test_cifar_alexnet_layer_plan():
 def test_imagenet_alexnet_layer_plan(imagenet_models):
     model = imagenet_models["alexnet"]
     assert layer_plan(model.features) == (
-        conv_block(3, 64, 11, 4, 0) + [("pool", 3, 2)] + conv_block(64, 192, 5, 1, 2) + [("pool", 3, 2)]
+        conv_block(3, 64, 11, 4, 2) + [("pool", 3, 2)] + conv_block(64, 192, 5, 1, 2) + [("pool", 3, 2)]
         + conv_block(192, 384, 3, 1, 1) + conv_block(384, 256, 3, 1, 1) + conv_block(256, 256, 3, 1, 1)
         + [("pool", 3, 2)]
     )

@@ -115,3 +115,14 @@ def test_decide_always_stops_by_max_epochs(losses, round_index, max_epochs, fixe
     assert stopped_at is not None and stopped_at <= max_epochs
     if fixed_epochs is not None:
         assert stopped_at == min(fixed_epochs, max_epochs)
+
+
+def test_a_later_epoch_equal_to_the_best_keeps_training_as_the_reference():
+    # the reference stops on `min_loss not in losses[-3:]`: a value test, so a tie inside the last three
+    # epochs keeps going even though the best value was first reached long before
+    losses = [0.5, 0.9, 0.8, 0.5, 0.7]
+    decision = paper_rule(losses, 1)
+    assert not decision.stop and "best loss 0.5 at epoch 4 is within the last 3" in decision.reason
+    assert paper_rule(losses + [0.6], 1).stop is False  # 0.5 (epoch 4) is still among the last three
+    stopped = paper_rule(losses + [0.6, 0.65], 1)
+    assert stopped.stop and stopped.reason.startswith("best loss 0.5 at epoch 4 is older than the last three")

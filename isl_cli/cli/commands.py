@@ -19,7 +19,7 @@ COMMANDS = [
     ("train-gan", "train_gan", "train_gan", "Train the triplet GAN on frozen features.",
      "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"),
     ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
-     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"),
+     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors\n\nisl mine-neighbors --features runs/shapes/r0-features.safetensors --resume   # after an interruption: continues at the next pass"),
     ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
      "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute\n\nisl eval-knn --baseline pixels --data data/shapes\n\nisl eval-knn --baseline random runs/shapes/r0-features.safetensors"),
     ("eval-linear", "eval_linear", "eval_linear", "Linear-probe accuracy of a features checkpoint or exported backbone.",

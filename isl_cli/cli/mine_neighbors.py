@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, SeedOpt, console, field_table, require_features, sibling
+from isl_cli.cli.common import DeviceOpt, SeedOpt, console, field_table, require_features, resume_command, sibling
 from isl_cli import checks
 from isl_cli.config import override, preset_configs
 
@@ -26,20 +26,24 @@ def mine_neighbors(
     top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
     per_round: Annotated[Optional[float], Opt("--per-round", help="Quota: (round+1) x this x N neighbour entries [0.5].", show_default=False)] = None,
     max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on passes over the data [200].", show_default=False)] = None,
-    quota_check: Annotated[Optional[str], Opt("--quota-check", help="When to compare the neighbour count with the quota: after each pass (the method) or also after each batch (stops within a pass, so the quota is not overshot by a pass's worth). \\[default: pass].", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128].", show_default=False)] = None,
+    quota_check: Annotated[Optional[str], Opt("--quota-check", help="When to compare the neighbour count with the quota: after each pass (the method) or also after each batch (stops within a pass, so the quota is not overshot by a pass's worth; the first batch of a round always runs). \\[default: pass].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128; 256 for ImageNet].", show_default=False)] = None,
     num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
     round_index: Annotated[Optional[int], Opt("--round", help="Round number \\[default: the features' round].", show_default=False)] = None,
-    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file.")] = False,
+    resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run at the next pass from OUT.partial.safetensors (written after every pass).")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file or checkpoint.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Mine neighbour pairs: for each image whose proxy the discriminator trusts (s > tau), the bank rows among the
-    10 nearest the proxy within radius r join its neighbour set, symmetrically. Passes repeat until the round's
-    quota of (round+1) x 0.5 x N entries is exceeded or --max-passes. Labels, when known, are used only to report
-    the precision of the mined pairs.
+    10 nearest the proxy within radius r join its neighbour set, symmetrically. As in the reference, every round
+    runs at least one pass (even when the graph already exceeds its quota); passes then repeat until the round's
+    quota of (round+1) x 0.5 x N entries is exceeded or --max-passes. The graph is saved after every pass, so
+    --resume continues at the next pass and ends as an uninterrupted run would. Labels, when known, are used only to report
+    the precision of the mined pairs. Features with an ImageNet backbone take the ImageNet settings
+    (tau = R = 0.3, batch 256), and the first log line says so.
     """
     from isl_cli.artifacts import read_header
 
@@ -58,7 +62,8 @@ def mine_neighbors(
     checks.writable_folder(out)
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
                   out=out, device=resolve_device(device), neighbors=neighbors,
-                  data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet)
+                  data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet, resume=resume,
+                  resume_command=resume_command("mine-neighbors"))
     result = run_stage(job)
     table = field_table(f"neighbours {result.out} (round {result.round})", value_justify="right")
     stats = result.stats

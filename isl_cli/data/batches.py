@@ -318,7 +318,7 @@ def make_batch_source(
         output_size: side S of the yielded images.
         mean, std: normalisation statistics.
         imagenet_style: the ImageNet recipe (grayscale before jitter, horizontal
-            flip; for files also Resize(S*256/224) + CenterCrop at evaluation).
+            flip; for files also Resize(256) + CenterCrop(S) at evaluation).
         num_workers: DataLoader workers for file-backed splits (ignored otherwise).
         subset: optional (n,) int64 global indices the source is restricted to;
             yielded indices stay global.

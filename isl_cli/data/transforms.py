@@ -4,8 +4,9 @@ Two recipes (ISL-METHOD.md section 4):
 
 * ImageNet style (`imagenet_style=True`): training = RandomResizedCrop(S,
   scale 0.2-1.0), RandomGrayscale(0.2), ColorJitter(0.4 x4),
-  RandomHorizontalFlip, ToTensor, Normalize; evaluation = Resize(round(S * 256 / 224))
-  (shorter side) + CenterCrop(S), i.e. Resize(256) + CenterCrop(224) for S = 224.
+  RandomHorizontalFlip, ToTensor, Normalize; evaluation = Resize(256) (shorter
+  side) + CenterCrop(S): CenterCrop(224) for the ResNets, CenterCrop(227) for the
+  AlexNet, as in the reference.
 * Small images (folders fed to the 32x32 backbones): training =
   RandomResizedCrop(S, scale 0.2-1.0), ColorJitter(0.4 x4), RandomGrayscale(0.2),
   ToTensor, Normalize (no flip); evaluation = Resize(S) (shorter side) +
@@ -24,7 +25,7 @@ from torchvision import transforms as T
 TRAIN_SCALE = (0.2, 1.0)
 JITTER = 0.4
 GRAYSCALE_P = 0.2
-IMAGENET_RESIZE_RATIO = 256 / 224
+IMAGENET_EVAL_RESIZE = 256  # the reference's Resize(256), for both 224 and 227 crops
 
 
 def _check_size(output_size: int) -> int:
@@ -34,9 +35,9 @@ def _check_size(output_size: int) -> int:
 
 
 def eval_resize_size(output_size: int, imagenet_style: bool) -> int:
-    """Shorter-side size before the centre crop: round(S * 256 / 224) or S."""
+    """Shorter-side size before the centre crop: 256 for the ImageNet recipe (at least S), else S."""
     output_size = _check_size(output_size)
-    return int(round(output_size * IMAGENET_RESIZE_RATIO)) if imagenet_style else output_size
+    return max(IMAGENET_EVAL_RESIZE, output_size) if imagenet_style else output_size
 
 
 def train_transform(output_size: int, mean: Sequence[float], std: Sequence[float], imagenet_style: bool) -> T.Compose:

@@ -191,6 +191,16 @@ def plan_output(out: Path, partial: Path, *, resume: bool, overwrite: bool, kind
     return "fresh"
 
 
+def refuse_changed_options(asked: Any, saved: Any, given: frozenset[str], partial: Path) -> None:
+    """--resume continues with the checkpoint's settings: a typed option that differs is refused, not dropped."""
+    differs = sorted(k for k in given if hasattr(saved, k) and getattr(asked, k) != getattr(saved, k))
+    if differs:
+        shown = ", ".join(f"--{k.replace('_', '-')} {getattr(asked, k)} (checkpoint: {getattr(saved, k)})"
+                          for k in differs)
+        raise IslError(f"{partial}: --resume continues with the checkpoint's settings, but {shown} was given; "
+                       "drop the option, or --overwrite to start over with it")
+
+
 def batch_triplets(anchors: torch.Tensor, indices: torch.Tensor, memory: torch.Tensor, graph,
                    num_draws: int, generator: torch.Generator):
     """Triplets (a, p, n, neg_idx) for this rank's slice of a batch (ISL-METHOD.md section 5).
@@ -201,6 +211,10 @@ def batch_triplets(anchors: torch.Tensor, indices: torch.Tensor, memory: torch.T
     from isl_cli.triplets import draw_non_neighbors, nearest_negatives
 
     all_indices, start = distributed.all_gather_with_offset(indices)  # (B,), offset of this slice
-    draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    try:
+        draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    except ValueError as exc:  # an image whose neighbour set holds every image has no negative
+        raise IslError(f"{exc}, so no negative can be drawn for it: the neighbour graph is too dense "
+                       "(mine with a higher --tau or --base-radius)") from None
     negatives = nearest_negatives(anchors, draws, memory)  # (b,)
     return anchors, memory[indices], memory[negatives], negatives

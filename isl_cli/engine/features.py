@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,16 @@ from isl_cli.checkpoints import (
 )
 from isl_cli.config import FeaturesConfig, from_dict, to_dict
 from isl_cli.data.store import Split
-from isl_cli.engine.common import BackboneSpec, batch_source, embed, load_train_test, plan_output, resolve_spec
+from isl_cli.engine.common import (
+    BackboneSpec,
+    batch_source,
+    embed,
+    load_train_test,
+    plan_output,
+    refuse_changed_options,
+    resolve_spec,
+)
+from isl_cli.engine.imagenet_note import features_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -76,6 +85,9 @@ class FeaturesJob:
     variant: str | None = None
     progress: bool = True
     resume_command: str | None = None
+    # config fields the user typed: with --init they are applied over the restored optimiser and scheduler
+    # (the others keep the restored state); with --resume they must match the checkpoint's
+    given: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -143,6 +155,9 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
                               skipped=True)
     if plan == "resume":
         state = _restore(partial, train, fingerprint, job.device)
+        refuse_changed_options(job.config, state.cfg, job.given, partial)
+        if state.cfg.variant == "imagenet":
+            log(features_line(state.cfg))
         log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
             + (f", batch {state.resume_batch}" if state.resume_batch else ""))
     else:
@@ -158,6 +173,8 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
 
 def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
     cfg = job.config.validate()
+    if cfg.variant == "imagenet":
+        log(features_line(cfg))
     n = len(train)
     origin: dict[str, Any] = {"init": str(job.init) if job.init else None,
                               "neighbors": str(job.neighbors) if job.neighbors else None}
@@ -185,6 +202,12 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
         bank.memory.copy_(init["bank.memory"])
         load_optimizer(optimizer, init.with_prefix("optim."), init.meta.get("optim", {}), str(job.init))
         load_scheduler(scheduler, init.meta.get("scheduler", {}))
+        cfg = inherit_untyped(cfg, init.config, job.given)
+        applied = apply_given_over_init(optimizer, scheduler, cfg, job.given)
+        if applied:
+            origin["applied_over_init"] = applied
+            log(f"--init {job.init}: applied over the restored optimiser and scheduler: "
+                + ", ".join(f"{OPTION_NAMES[k]} {v:g}" for k, v in applied.items()))
         if "graph.pairs" in init.tensors:
             graph = NeighborGraph.from_pairs(init["graph.pairs"], n).to(job.device)
         start_epoch = int(init.meta.get("total_epochs", 0))
@@ -201,6 +224,35 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
     model = _prepare_model(model, cfg, job.device)
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
                   round=round_index, start_epoch=start_epoch, history=history, origin=origin, scaler=scaler)
+
+
+#: Settings that --init restores from the previous round (optimiser param groups, scheduler), by config field.
+OPTION_NAMES = {"lr": "--lr", "momentum": "--momentum", "weight_decay": "--weight-decay",
+                "lr_factor": "--lr-factor", "lr_patience": "--lr-patience"}
+
+
+def inherit_untyped(cfg: FeaturesConfig, init_config: dict[str, Any], given: frozenset[str]) -> FeaturesConfig:
+    """The restored settings the user did not type are the previous round's: record those, not the preset's."""
+    inherited = {k: init_config[k] for k in OPTION_NAMES if k not in given and k in init_config}
+    return replace(cfg, **inherited).validate() if inherited else cfg
+
+
+def apply_given_over_init(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: FeaturesConfig,
+                          given: frozenset[str]) -> dict[str, float]:
+    """Put each typed optimiser/scheduler option over the state restored from --init; returns what was applied."""
+    applied: dict[str, float] = {}
+    for name in ("lr", "momentum", "weight_decay"):
+        if name in given:
+            for group in optimizer.param_groups:
+                group[name] = getattr(cfg, name)
+            applied[name] = getattr(cfg, name)
+    if "lr" in given and hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    if "lr_factor" in given:
+        scheduler.factor = applied["lr_factor"] = cfg.lr_factor
+    if "lr_patience" in given:
+        scheduler.patience = applied["lr_patience"] = cfg.lr_patience
+    return applied
 
 
 def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -> _State:
@@ -452,7 +504,8 @@ def _stats(means: dict[str, float], rate: float) -> str:
 
 
 class _Evaluator:
-    """kNN during training: test split (the reference) or a held-out part of train."""
+    """kNN during training: test split (the reference) or a fraction of the training images as queries (still
+    trained on; only their labels leave the kNN keys)."""
 
     def __init__(self, state: _State, train: Split, test: Split, device: torch.device):
         self.state, self.train, self.test, self.device = state, train, test, device

@@ -15,7 +15,7 @@ checkpoint is written, and the log says which rule ended the stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,15 @@ from isl_cli.checkpoints import features_id, load_gan, partial_path, save_gan
 from isl_cli.checkpoints import metrics_path
 from isl_cli.engine.common import features_inputs
 from isl_cli.config import GanConfig, from_dict, to_dict
-from isl_cli.engine.common import LoadedFeatures, batch_source, batch_triplets, open_features, plan_output
+from isl_cli.engine.common import (
+    LoadedFeatures,
+    batch_source,
+    batch_triplets,
+    open_features,
+    plan_output,
+    refuse_changed_options,
+)
+from isl_cli.engine.imagenet_note import gan_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import (
     derive_seed,
@@ -60,6 +68,7 @@ class GanJob:
     progress: bool = True
     resume_command: str | None = None
     data_dir: Path | None = None  # overrides the data set folder the features record
+    given: frozenset[str] = frozenset()  # config fields the user typed (--lr is applied over an --init's Adam state)
 
 
 @dataclass
@@ -100,12 +109,16 @@ def train_gan(job: GanJob) -> GanResult:
     _require_finite(loaded, job.features)
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="gan")
+    if loaded.spec.variant == "imagenet" and plan != "done":
+        log(gan_line(job.config))
     if plan == "done":
         art = load_gan(job.out, fingerprint=loaded.fingerprint)
         log(f"{job.out} is already complete; nothing to resume")
         return GanResult(job.out, int(art.meta.get("round", 0)), art["g_losses"].tolist(), art["d_losses"].tolist(),
                          str(art.meta.get("stop_reason", "")), skipped=True)
     state = _restore(partial, loaded, job) if plan == "resume" else _fresh(job, loaded)
+    if plan == "resume":
+        refuse_changed_options(job.config, state.cfg, job.given, partial)
     graph = _graph(job, loaded)
     if plan == "resume":
         log(f"resuming {partial} after epoch {len(state.g_losses)}")
@@ -156,6 +169,13 @@ def _fresh(job: GanJob, loaded: LoadedFeatures) -> _GanState:
         init = load_gan(job.init, fingerprint=loaded.fingerprint, device=job.device)
         _load_networks(init, generator, discriminator, opt_g, opt_d, str(job.init))
         origin["init_round"] = init.meta.get("round")
+        if "lr" in job.given:  # typed: over the restored Adam state of both networks
+            for group in (*opt_g.param_groups, *opt_d.param_groups):
+                group["lr"] = cfg.lr
+            origin["applied_over_init"] = {"lr": cfg.lr}
+            log(f"--init {job.init}: applied over the restored Adam state: --lr {cfg.lr:g}")
+        elif "lr" in init.config:  # not typed: the restored rate is the previous round's; record that
+            cfg = replace(cfg, lr=init.config["lr"]).validate()
     if job.round_index is not None:
         round_index = job.round_index
     generator, discriminator = _wrap(generator, job.device), _wrap(discriminator, job.device)

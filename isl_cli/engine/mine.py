@@ -3,9 +3,15 @@
 Everything is frozen. Each batch builds triplets from augmented anchors, makes
 proxies p' = G(a, p, n), scores them s = Dis(a, p', n), and for images with
 s > tau adds every j among the 10 bank rows nearest p' with M_j . p' > r,
-r = R + (1 - s)(1 - R). Passes repeat until the neighbour entries exceed
-(round + 1) * 0.5 * N or the pass cap is reached. Mining is deterministic
-given the seed, so an interrupted run simply starts again.
+r = R + (1 - s)(1 - R). As in the reference (a do-while), a round always
+runs its first pass, then passes repeat until the neighbour entries exceed
+(round + 1) * 0.5 * N or the pass cap is reached; with `quota_check="batch"`
+the quota is also checked after each batch, the first batch always running.
+
+After each pass that is not the last, the graph so far is saved atomically to
+OUT.partial.safetensors; `resume=True` (or `isl run` again) continues at the
+next pass. Every pass draws from generators seeded by (seed, round, pass,
+batch), so a resumed run ends bit for bit where an uninterrupted one ends.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from typing import Any
 import torch
 
 from isl_cli import distributed
-from isl_cli.checkpoints import load_gan, load_neighbors, save_neighbors
-from isl_cli.checkpoints import metrics_path, partial_path
+from isl_cli.artifacts import fingerprint_tensors, read_header
+from isl_cli.checkpoints import load_gan, load_neighbors, metrics_path, partial_path, save_neighbors
 from isl_cli.engine.common import features_inputs
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
-from isl_cli.engine.common import batch_source, batch_triplets, open_features
+from isl_cli.engine.common import batch_source, batch_triplets, open_features, plan_output
+from isl_cli.engine.imagenet_note import mine_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import derive_seed, generator_for, load_module
 from isl_cli.errors import IslError, StageInterrupted
@@ -48,6 +55,8 @@ class MineJob:
     overwrite: bool = False
     progress: bool = True
     data_dir: Path | None = None  # overrides the data set folder the features record
+    resume: bool = False  # continue from OUT.partial.safetensors (the passes already done)
+    resume_command: str | None = None
 
 
 @dataclass
@@ -67,12 +76,17 @@ class MineResult:
 def mine_neighbors(job: MineJob) -> MineResult:
     """Mine new pairs and write a neighbors artifact (old edges plus new)."""
     cfg = job.config.validate()
-    if job.out.exists() and not job.overwrite:
-        raise IslError(f"{job.out}: already exists; pass --overwrite to replace it, or choose another --out")
+    partial = partial_path(job.out)
+    plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="neighbors")
     if job.neighbors is not None and Path(job.neighbors).resolve() == Path(job.out).resolve():
         raise IslError("--out must differ from --neighbors: mining never touches the old file")
+    if plan == "done":
+        log(f"{job.out} is already complete; nothing to resume")
+        return _done_result(job.out)
     start = time.perf_counter()
     loaded = open_features(job.features, job.device, job.data_dir)
+    if loaded.spec.variant == "imagenet":
+        log(mine_line(cfg))
     meta = loaded.artifact.meta
     if not meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
@@ -97,14 +111,23 @@ def mine_neighbors(job: MineJob) -> MineResult:
     initial_keys = graph.keys.clone()
     round_index = job.round_index if job.round_index is not None else int(meta.get("round", 0))
     target = quota(round_index, n, cfg.per_round)
+    # what a checkpoint must have been made with to be continued by this job
+    inputs = {"config": to_dict(cfg), "round": round_index, "features_id": meta.get("features_id"),
+              "gan_id": fingerprint_tensors(*(gan[k].reshape(-1) for k in sorted(gan.tensors)
+                                               if k.startswith(("generator.", "discriminator.")))),
+              "base_id": fingerprint_tensors(initial_keys)}
+    passes = 0
+    if plan == "resume":
+        graph, passes = _restore(partial, inputs, loaded.fingerprint, n, job.device)
+        log(f"resuming {partial} after mining pass {passes} ({graph.num_entries()} neighbour entries)")
     source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=job.device,
                           num_workers=cfg.num_workers)
     log(f"round {round_index}: mining until more than {target} neighbour entries (now {graph.num_entries()}), "
-        f"at most {cfg.max_passes} passes")
-    passes = 0
+        f"at least 1 and at most {cfg.max_passes} passes")
     with torch.no_grad(), graceful_interrupt() as stop, make_progress(job.progress) as progress:
         task = progress.add_task(f"round {round_index} mining", total=source.num_batches(), stats="")
-        while graph.num_entries() <= target and passes < cfg.max_passes:
+        # a do-while, as the reference: the first pass runs even when the graph already exceeds the quota
+        while passes < cfg.max_passes and (passes == 0 or graph.num_entries() <= target):
             progress.reset(task, total=source.num_batches(), description=f"round {round_index} mining pass {passes + 1}")
             meter = Throughput()
             batch_gen = generator_for(cfg.seed, "mine-batches", round_index, passes)
@@ -122,13 +145,17 @@ def mine_neighbors(job: MineJob) -> MineResult:
                 meter.add(len(indices) * distributed.context().world)
                 progress.advance(task)
                 if distributed.any_rank(bool(stop), job.device):
-                    raise StageInterrupted("mining interrupted; nothing was written (mining restarts from the "
-                                           "beginning and is deterministic)")
-                if cfg.quota_check == "batch" and graph.num_entries() > target:  # same graph on every rank
+                    kept = (f"passes 1-{passes} are saved in {partial}" if passes else
+                            "no pass had finished, so nothing was saved")
+                    raise StageInterrupted(f"mining interrupted in pass {passes + 1}; {kept}", job.resume_command)
+                # per-batch quota (same graph on every rank); the first batch always runs
+                if cfg.quota_check == "batch" and graph.num_entries() > target:
                     break
             passes += 1
             progress.update(task, stats=f"{graph.num_entries()} entries / quota {target} | {meter.rate:.0f} img/s")
             log(f"mining pass {passes}: {graph.num_entries()} neighbour entries (quota {target})")
+            if passes < cfg.max_passes and graph.num_entries() <= target:  # another pass follows: checkpoint
+                _save_partial(partial, graph, passes, inputs, loaded.fingerprint, n, round_index)
 
     reached = graph.num_entries() > target
     if reached:
@@ -150,9 +177,36 @@ def mine_neighbors(job: MineJob) -> MineResult:
     save_neighbors(job.out, pairs, fingerprint=loaded.fingerprint, num_images=n, round_index=round_index,
                    round_added=round_added, config=to_dict(cfg),
                    meta={"stats": stats, "features": str(job.features), "gan": str(job.gan),
-                         "features_id": meta.get("features_id"), "reached_quota": reached})
+                         "features_id": meta.get("features_id"), "reached_quota": reached, "complete": True})
+    partial.unlink(missing_ok=True)
     return MineResult(job.out, round_index, passes, graph.num_entries(), target, reached, stats,
                       time.perf_counter() - start)
+
+
+def _save_partial(path: Path, graph: NeighborGraph, passes: int, inputs: dict[str, Any], fingerprint: str,
+                  n: int, round_index: int) -> None:
+    """The graph after `passes` finished passes, atomically, beside the output."""
+    save_neighbors(path, graph.pairs().cpu(), fingerprint=fingerprint, num_images=n, round_index=round_index,
+                   config=inputs["config"], meta={"complete": False, "passes": passes, "inputs": inputs})
+
+
+def _restore(path: Path, inputs: dict[str, Any], fingerprint: str, n: int,
+             device: torch.device) -> tuple[NeighborGraph, int]:
+    """The graph and pass count of a mining checkpoint made by the same job (else one line saying what differs)."""
+    nfile = load_neighbors(path, fingerprint=fingerprint, num_images=n, allow_partial=True)
+    saved = nfile.meta.get("inputs", {})
+    differs = sorted(k for k in inputs if saved.get(k) != inputs[k])
+    if differs:
+        raise IslError(f"{path}: was made with other {', '.join(differs)} than this command; run the same "
+                       "command with --resume, or --overwrite to start over")
+    return NeighborGraph.from_pairs(nfile.pairs.to(device), n), int(nfile.meta.get("passes", 0))
+
+
+def _done_result(out: Path) -> MineResult:
+    meta = read_header(out, "neighbors").meta
+    stats = meta.get("stats", {})
+    return MineResult(out, int(meta.get("round", 0)), int(stats.get("passes", 0)), int(stats.get("entries", 0)),
+                      int(stats.get("quota", 0)), bool(meta.get("reached_quota")), stats)
 
 
 def _stats(graph: NeighborGraph, labels: torch.Tensor, new_pairs: torch.Tensor) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from isl_cli.config import RunConfig, to_dict
 from isl_cli.engine.evaluation import evaluate_checkpoint
 from isl_cli.engine.features import FeaturesJob, train_features
 from isl_cli.engine.gan import GanJob, train_gan
+from isl_cli.engine.imagenet_note import run_line
 from isl_cli.engine.mine import MineJob, mine_neighbors
 from isl_cli.engine.progress import log
 from isl_cli.errors import IslError
@@ -67,6 +68,8 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
     _refuse_data_inside_run_dir(job)
+    if cfg.features.variant == "imagenet":
+        log(run_line(cfg.features, cfg.mine))
     _claim_run_dir(job)
     timings: dict[str, float] = _load_timings(job.run_dir)
     _baselines(job)
@@ -156,7 +159,8 @@ def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
         log(f"round {r}: {out.name} done, skipping")
         return
     mine_neighbors(MineJob(config=job.config.mine, features=features, gan=gan, out=out, device=job.device,
-                           round_index=r, progress=job.progress))
+                           round_index=r, progress=job.progress, resume=partial_path(out).exists(),
+                           resume_command=job.resume_command))
 
 
 def _complete(path: Path) -> bool:
@@ -295,7 +299,24 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
     if baselines.exists():
         summary["baselines"] = json.loads(baselines.read_text())
     summary["total_seconds"] = sum(timings.values())
+    config = _run_config(run_dir)
+    if config is not None:
+        imagenet = config.features.variant == "imagenet"
+        summary["settings"] = "imagenet" if imagenet else "cifar"
+        summary["settings_note"] = run_line(config.features, config.mine) if imagenet else None
     return summary
+
+
+def _run_config(run_dir: Path) -> RunConfig | None:
+    """The run's resolved config from config.json (None when absent or unreadable)."""
+    from isl_cli.config import FeaturesConfig, MineConfig, from_dict
+
+    try:
+        config = json.loads((Path(run_dir) / CONFIG_FILE).read_text())["config"]
+        return RunConfig(features=from_dict(FeaturesConfig, config["features"]),
+                         mine=from_dict(MineConfig, config["mine"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _num_images(features: Path) -> int | None:

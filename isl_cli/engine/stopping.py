@@ -36,7 +36,9 @@ def paper_rule(losses: Sequence[float], round_index: int) -> StopDecision:
     2. the smallest loss so far is above 1.0: keep going;
     3. round 0 and the last loss is above 1.0: keep going;
     4. the last epoch is the best of the last three: keep going;
-    5. the best loss so far (its first occurrence) is older than the last three epochs: stop;
+    5. the best loss value so far is not among the last three losses: stop
+       (the reference's `min_loss not in losses[-3:]`, by value: a later epoch
+       that ties the best keeps training going);
     6. otherwise keep going.
 
     Args:
@@ -49,7 +51,7 @@ def paper_rule(losses: Sequence[float], round_index: int) -> StopDecision:
         return StopDecision(False, "no epoch finished yet")
     last = values[-1]
     best = min(values)
-    best_epoch = values.index(best) + 1
+    best_epoch = count - values[::-1].index(best)  # the latest epoch with the best value
     if round_index == 0 and count < MIN_EPOCHS_ROUND0:
         return StopDecision(False, f"round 0 trains at least {MIN_EPOCHS_ROUND0} epochs ({count} done)")
     if best > LOSS_THRESHOLD:
@@ -59,7 +61,7 @@ def paper_rule(losses: Sequence[float], round_index: int) -> StopDecision:
     recent = values[-WINDOW:]
     if last <= min(recent):
         return StopDecision(False, f"last loss {last:.4g} at epoch {count} is the best of the last {len(recent)}")
-    if best_epoch <= count - WINDOW:
+    if best not in recent:  # by value, as the reference (equal losses count)
         return StopDecision(
             True,
             f"best loss {best:.4g} at epoch {best_epoch} is older than the last three epochs "

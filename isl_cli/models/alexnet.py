@@ -13,8 +13,8 @@ CIFAR layer plan (`features`, input 32x32 only: the flatten needs 256 x 4 x 4 = 
     `head`: Linear 4096->1024, BN, ReLU, Linear 1024->1024, BN, ReLU, Linear 1024->D, L2 norm
 
 ImageNet layer plan (input 227x227 only: the flatten needs 256 x 6 x 6 = 9216):
-    conv 11x11 stride 4 pad 0: 3->64, BN, ReLU               227 -> 55
-    max-pool 3x3 stride 2                                      55 -> 27
+    conv 11x11 stride 4 pad 2: 3->64, BN, ReLU               227 -> 56 (the reference's padding)
+    max-pool 3x3 stride 2                                      56 -> 27
     conv 5x5 pad 2: 64->192, BN, ReLU                          27
     max-pool 3x3 stride 2                                      27 -> 13
     conv 3x3 pad 1: 192->384, 384->256, 256->256 (BN, ReLU)    13
@@ -89,7 +89,7 @@ class AlexNetBackbone(nn.Module):
             self.input_size = CIFAR_ALEXNET_INPUT
         elif variant == "imagenet":
             self.features = nn.Sequential(
-                *conv_bn_relu(3, 64, 11, stride=4, padding=0),
+                *conv_bn_relu(3, 64, 11, stride=4, padding=2),
                 nn.MaxPool2d(3, stride=2),
                 *conv_bn_relu(64, 192, 5, padding=2),
                 nn.MaxPool2d(3, stride=2),
