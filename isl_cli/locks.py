@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 from isl_cli.errors import IslError
 
 _HELD: dict[Path, tuple[int, int]] = {}  # resolved output -> (fd, hold count)
+_MADE: dict[Path, Path] = {}  # resolved output -> the highest folder its lock had to create
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -80,6 +81,21 @@ def release(target: str | os.PathLike) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     with contextlib.suppress(OSError):
         os.close(fd)
+    _remove_empty_folders(lock_path(key).parent, _MADE.pop(key, None))
+
+
+def _remove_empty_folders(folder: Path, highest: Path | None) -> None:
+    """Remove the folders the lock created, if the command left them empty (a refused command leaves nothing)."""
+    if highest is None:
+        return
+    while True:
+        try:
+            folder.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            return
+        if folder == highest or folder.parent == folder:
+            return
+        folder = folder.parent
 
 
 def release_all() -> None:
@@ -126,6 +142,11 @@ def writes(outputs: Callable[[Any], Iterable[Any]], inputs: Callable[[Any], Iter
 
 def _take(key: Path) -> int:
     path = lock_path(key)
+    missing = path.parent
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    if not path.parent.exists():
+        _MADE[key] = missing
     for _ in range(10):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

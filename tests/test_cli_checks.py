@@ -192,11 +192,14 @@ def test_gan_refuses_features_holding_nan(what, features_file, tmp_path, cli):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from isl_cli.digest import DIGEST_KEY, tensors_digest
+
     with safe_open(str(features_file), "pt") as handle:
         meta = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     tensors[what] = tensors[what].clone()
     tensors[what].view(-1)[0] = float("nan")
+    meta[DIGEST_KEY] = tensors_digest(tensors)  # a valid file whose values hold a NaN, not a corrupt one
     poisoned = tmp_path / "r0-features.safetensors"
     save_file(tensors, str(poisoned), metadata=meta)
     before = poisoned.read_bytes()
