@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit
+from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, ThreadsOpt, console, emit
 
 Opt = typer.Option
 
@@ -21,8 +21,11 @@ def export(
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
     data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
+    amp: Annotated[str, Opt("--amp", help="embeddings: " + AMP_HELP)] = "none",
+    channels_last: Annotated[bool, Opt("--channels-last/--no-channels-last", help="embeddings: " + CHANNELS_LAST_HELP)] = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Export the backbone (safetensors with architecture and normalisation in the metadata, loadable with
     `isl_cli.models.loading.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
@@ -30,6 +33,9 @@ def export(
     from isl_cli.device import resolve_device
     from isl_cli.engine.export import export_backbone, export_embeddings
     from isl_cli.errors import IslError
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     if out is None:
         raise IslError("--out is required: where to write the export")
@@ -39,7 +45,7 @@ def export(
         info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
     elif what == "embeddings":
         info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
-                                 data_dir=data)
+                                 data_dir=data, amp=amp, channels_last=channels_last)
     else:
         raise IslError(f"--what must be backbone or embeddings, got {what!r}")
     if as_json:

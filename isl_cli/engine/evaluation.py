@@ -13,6 +13,7 @@ from isl_cli.data.store import load_split
 from isl_cli.engine.common import embed, open_features
 from isl_cli.engine.progress import log, make_progress
 from isl_cli.knn import clamp_ks, weighted_knn
+from isl_cli.precision import resolve
 
 
 @dataclass
@@ -37,10 +38,15 @@ class EvalReport:
 
 def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool, device: torch.device,
                         data_dir: Path | None = None, batch_size: int = 256, progress: bool = True,
-                        temperature: float | None = None) -> EvalReport:
-    """Weighted kNN (ISL-METHOD.md section 9) of the test split against the training features."""
+                        temperature: float | None = None, amp: str = "none", channels_last: bool = False) -> EvalReport:
+    """Weighted kNN (ISL-METHOD.md section 9) of the test split against the training features.
+
+    `amp` and `channels_last` set the precision of the backbone forwards (see isl_cli.precision); the kNN is fp32.
+    """
     start = time.perf_counter()
+    precision = resolve(amp, channels_last, device)
     loaded = open_features(checkpoint, device, data_dir)
+    precision.prepare(loaded.model)
     train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
     test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
     temperature = temperature or float(loaded.artifact.config.get("temperature", 0.1))
@@ -56,11 +62,13 @@ def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool,
     if clamped:
         log(f"[yellow]warning: k larger than the {len(train)} training images was clamped to {len(train)}[/yellow]")
     workers = int(loaded.artifact.config.get("num_workers", 0))
+    log(precision.describe())
     with make_progress(progress) as bar:
         queries = embed(loaded.model, test, loaded.spec, device=device, batch_size=batch_size,
-                        num_workers=workers, progress=bar)  # (Q, D)
+                        num_workers=workers, progress=bar, precision=precision)  # (Q, D)
         keys = (embed(loaded.model, train, loaded.spec, device=device, batch_size=batch_size,
-                      num_workers=workers, progress=bar) if recompute else loaded.memory)  # (N, D)
+                      num_workers=workers, progress=bar, precision=precision) if recompute
+                else loaded.memory)  # (N, D)
     results = weighted_knn(queries, test.labels.to(device), keys, train.labels.to(device), ks_used, temperature,
                            num_classes=int(train.labels.max()) + 1)
     report.results = [{"k": k, "top1": results[k].top1, "top5": results[k].top5} for k in sorted(set(ks_used))]

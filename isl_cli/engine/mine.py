@@ -28,6 +28,7 @@ from isl_cli.errors import IslError, StageInterrupted
 from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
+from isl_cli.precision import resolve
 
 
 @dataclass
@@ -44,6 +45,8 @@ class MineJob:
     overwrite: bool = False
     progress: bool = True
     data_dir: Path | None = None  # overrides the data set folder the features record
+    amp: str = "none"  # precision of the backbone forward: none | bf16 | fp16 | auto (see isl_cli.precision)
+    channels_last: bool = False
 
 
 @dataclass
@@ -61,12 +64,14 @@ class MineResult:
 def mine_neighbors(job: MineJob) -> MineResult:
     """Mine new pairs and write a neighbors artifact (old edges plus new)."""
     cfg = job.config.validate()
+    precision = resolve(job.amp, job.channels_last, job.device)
     if job.out.exists() and not job.overwrite:
         raise IslError(f"{job.out}: already exists; pass --overwrite to replace it, or choose another --out")
     if job.neighbors is not None and Path(job.neighbors).resolve() == Path(job.out).resolve():
         raise IslError("--out must differ from --neighbors: mining never touches the old file")
     start = time.perf_counter()
     loaded = open_features(job.features, job.device, job.data_dir)
+    precision.prepare(loaded.model)
     meta = loaded.artifact.meta
     if not meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
@@ -93,6 +98,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
     target = quota(round_index, n, cfg.per_round)
     source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=job.device,
                           num_workers=cfg.num_workers)
+    log(precision.describe())
     log(f"round {round_index}: mining until more than {target} neighbour entries (now {graph.num_entries()}), "
         f"at most {cfg.max_passes} passes")
     passes = 0
@@ -105,7 +111,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
             for step, (indices, images) in enumerate(source.batches(batch_gen)):
                 draw_gen = torch.Generator(device=job.device).manual_seed(
                     derive_seed(cfg.seed, "mine-draws", round_index, passes, step))
-                anchors = loaded.model(images)  # (B, D), eval mode
+                anchors = precision.forward(loaded.model, images)  # (b, D) fp32, eval mode
                 a, p, neg, _ = batch_triplets(anchors, indices, loaded.memory, graph, cfg.num_draws, draw_gen)
                 proxies = generator(a, p, neg)  # (b, D)
                 scores = discriminator.score(a, proxies, neg).squeeze(1)  # (b,)
