@@ -36,12 +36,14 @@ from isl_cli.engine.features import _State, _train_step  # noqa: E402
 STEP_TARGET, AUGMENT_TARGET = 1.15, 0.10
 
 
-def parse_args(doc: str, repeats: int) -> argparse.Namespace:
-    """--repeats, --device and --width, shared by the backbone benchmarks."""
+def parse_args(doc: str, repeats: int, extra=None) -> argparse.Namespace:
+    """--repeats, --device and --width, shared by the backbone benchmarks; `extra(parser)` adds a script's own."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--width", type=float, default=0.25)
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

@@ -341,6 +341,7 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
 def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter: Throughput, epoch_start: float,
                partial: Path, fingerprint: str, job: FeaturesJob) -> None:
     cfg = state.cfg
+    rate = meter.rate  # training images/s: read before the evaluation, whose forward passes are not training
     record: dict[str, Any] = {"round": state.round, "epoch": state.epoch + 1, "stage_epoch": state.stage_epochs + 1,
                               **_means(sums), "lr": state.optimizer.param_groups[0]["lr"]}
     cadence = (state.epoch + 1) % cfg.eval_every == 0
@@ -352,7 +353,7 @@ def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter
             if cadence:
                 state.scheduler.step(result["knn_top1"])
     record["seconds"] = round(time.perf_counter() - epoch_start, 3)
-    record["images_per_s"] = round(meter.rate, 1)
+    record["images_per_s"] = round(rate, 1)
     state.history.append(record)
     state.stage_epochs += 1
     state.resume_batch = 0
