@@ -16,14 +16,17 @@ COMMANDS = [
      "isl train-features --data data/shapes --arch resnet18 --width 0.25 --epochs 5 --out runs/shapes/r0-features.safetensors"
      "\n\nisl train-features --data data/shapes --width 0.25 --amp auto --channels-last --threads 2"),
     ("train-gan", "train_gan", "train_gan", "Train the triplet GAN on frozen features.",
-     "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"),
+     "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"
+     "\n\nisl train-gan --features runs/shapes/r0-features.safetensors --amp auto --channels-last --threads 1"),
     ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
-     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"),
+     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors"
+     "\n\nisl mine-neighbors --features runs/shapes/r0-features.safetensors --amp auto --channels-last"),
     ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
      "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute"
      "\n\nisl eval-knn runs/shapes/r0-features.safetensors --recompute --amp auto --channels-last"),
     ("export", "export", "export", "Export the backbone or the embeddings of a checkpoint.",
-     "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"),
+     "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"
+     "\n\nisl export runs/shapes/r3-features.safetensors --what embeddings --out train-emb.npy --split train --amp auto"),
     ("run", "run", "run", "Run the whole ISL schedule: rounds of features, GAN, mining; then evaluate.",
      "isl run --dataset shapes --preset quick\n\nisl run --dataset shapes --preset paper --amp auto --threads 2"),
     ("inspect", "inspect", "inspect", "Describe an artifact: kind, tensors, metadata and config.",
