@@ -67,14 +67,14 @@ def stored_batch(device: torch.device, generator: torch.Generator) -> tuple[torc
     return stored, torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)
 
 
-def make_state(device: torch.device, width: float, generator: torch.Generator) -> _State:
-    """A freshly initialised round-1 stage state, as train-features builds it."""
+def make_state(device: torch.device, width: float, generator: torch.Generator, num_items: int = NUM_ITEMS) -> _State:
+    """A freshly initialised round-1 stage state, as train-features builds it, with a bank of `num_items` rows."""
     cfg = FeaturesConfig(width=width)
     spec = backbone_spec(width)
     model = spec.build(device)
     model.train()
-    bank = MemoryBank(NUM_ITEMS, DIM, momentum=cfg.bank_momentum, generator=generator, device=device)
-    graph, _ = make_benchmark_graph(NUM_ITEMS, generator)
+    bank = MemoryBank(num_items, DIM, momentum=cfg.bank_momentum, generator=generator, device=device)
+    graph, _ = make_benchmark_graph(num_items, generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph.to(device), optimizer=optimizer,
