@@ -36,12 +36,14 @@ from isl_cli.engine.features import _State, _train_step  # noqa: E402
 STEP_TARGET, AUGMENT_TARGET = 1.15, 0.10
 
 
-def parse_args(doc: str, repeats: int) -> argparse.Namespace:
-    """--repeats, --device and --width, shared by the backbone benchmarks."""
+def parse_args(doc: str, repeats: int, extra=None) -> argparse.Namespace:
+    """--repeats, --device and --width, shared by the backbone benchmarks; `extra(parser)` adds a script's own."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--width", type=float, default=0.25)
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 
@@ -65,14 +67,14 @@ def stored_batch(device: torch.device, generator: torch.Generator) -> tuple[torc
     return stored, torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)
 
 
-def make_state(device: torch.device, width: float, generator: torch.Generator) -> _State:
-    """A freshly initialised round-1 stage state, as train-features builds it."""
+def make_state(device: torch.device, width: float, generator: torch.Generator, num_items: int = NUM_ITEMS) -> _State:
+    """A freshly initialised round-1 stage state, as train-features builds it, with a bank of `num_items` rows."""
     cfg = FeaturesConfig(width=width)
     spec = backbone_spec(width)
     model = spec.build(device)
     model.train()
-    bank = MemoryBank(NUM_ITEMS, DIM, momentum=cfg.bank_momentum, generator=generator, device=device)
-    graph, _ = make_benchmark_graph(NUM_ITEMS, generator)
+    bank = MemoryBank(num_items, DIM, momentum=cfg.bank_momentum, generator=generator, device=device)
+    graph, _ = make_benchmark_graph(num_items, generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph.to(device), optimizer=optimizer,

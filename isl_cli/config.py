@@ -40,7 +40,7 @@ class FeaturesConfig:
     val_split: float = 0.0
     seed: int = 0
     num_workers: int = 4
-    amp: str = "none"  # none | bf16 | fp16: autocast of the backbone forward (bank and loss stay fp32)
+    amp: str = "none"  # none | bf16 | fp16 | auto: autocast of every backbone forward (bank and loss stay fp32)
     channels_last: bool = False
     sync_bn: bool = True  # data parallel: batch norm over the global batch
 
@@ -58,8 +58,8 @@ class FeaturesConfig:
             raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
         if self.lr_patience < 0:
             raise IslError(f"--lr-patience must not be negative, got {self.lr_patience}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise IslError(f"--amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.amp not in ("none", "bf16", "fp16", "auto"):
+            raise IslError(f"--amp must be none, bf16, fp16 or auto, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
             raise IslError(f"--variant must be cifar or imagenet, got {self.variant!r}")
         return self
@@ -162,7 +162,8 @@ def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConf
         raise IslError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     features, gan, mine = paper_features(imagenet), paper_gan(imagenet), paper_mine(imagenet)
     if preset == "quick":
-        features = replace(features, width=0.125, epochs=6, eval_every=3, num_workers=2)
+        features = replace(features, width=0.125, epochs=6, eval_every=3, num_workers=2,
+                           amp="auto", channels_last=True)  # the fast path: bf16 where native, channels-last
         gan = replace(gan, epochs=2, num_draws=1024)
         mine = replace(mine, num_draws=1024, max_passes=3, quota_check="batch")
     return features, gan, mine

@@ -223,6 +223,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and _CONTEXT.enabled):
             return super().forward(x)
+        dtype = x.dtype
+        if dtype in (torch.bfloat16, torch.float16):
+            x = x.float()  # statistics in fp32 under bf16/fp16 autocast; fp32 and fp64 untouched
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         # two passes (mean, then squared deviations) as one process computes it: E[x^2] - E[x]^2 in fp32
@@ -242,7 +245,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         out = centred * torch.rsqrt(var.reshape(shape) + self.eps)
         if self.affine:
             out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
-        return out
+        return out.to(dtype)  # activations stay in the autocast dtype, as torch's batch norm gives them
 
 
 def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:

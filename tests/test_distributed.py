@@ -151,3 +151,17 @@ def test_run_under_torchrun(tiny_data, tmp_path):
     assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["final"]["scored"]
     assert summary["baselines"]["pixels"]["scored"] and summary["baselines"]["random"]["scored"]
     assert result.stdout.count("ISL run") == 1  # rank 0 alone prints the table
+
+
+def test_bf16_channels_last_under_torchrun(tiny_data, tmp_path):
+    """The fast path under DDP: global batch norm takes bf16 activations (statistics in fp32), banks stay equal."""
+    out = tmp_path / "r0-features.safetensors"
+    result = torchrun_isl("train-features", "--data", tiny_data, "--out", out, *FEATURES_1EP,
+                          "--amp", "bf16", "--channels-last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision: bf16 autocast, channels-last (--amp bf16" in result.stderr
+    header = read_header(out)
+    assert header.meta["world_size"] == 2 and header.meta["complete"]
+    loss = header.meta["history"][-1]["loss"]
+    assert loss == loss and abs(loss) != float("inf")
+    assert load_file(str(out))["bank.memory"].isfinite().all()

@@ -15,19 +15,24 @@ COMMANDS = [
     ("fetch-data", "fetch_data", "fetch_data", "Download or convert a data set into train/test artifacts.",
      "isl fetch-data shapes\n\nisl fetch-data cifar10 --source ~/Downloads/cifar-10-python.tar.gz"),
     ("train-features", "train_features", "train_features", "Train the backbone and memory bank (ISL loss).",
-     "isl train-features --data data/shapes --arch resnet18 --width 0.25 --epochs 5 --out runs/shapes/r0-features.safetensors"),
+     "isl train-features --data data/shapes --arch resnet18 --width 0.25 --epochs 5 --out runs/shapes/r0-features.safetensors"
+     "\n\nisl train-features --data data/shapes --width 0.25 --amp auto --channels-last --threads 2"),
     ("train-gan", "train_gan", "train_gan", "Train the triplet GAN on frozen features.",
-     "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"),
+     "isl train-gan --features runs/shapes/r0-features.safetensors --out runs/shapes/r0-gan.safetensors"
+     "\n\nisl train-gan --features runs/shapes/r0-features.safetensors --amp auto --channels-last --threads 1"),
     ("mine-neighbors", "mine_neighbors", "mine_neighbors", "Mine new neighbour pairs with the GAN.",
-     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors\n\nisl mine-neighbors --features runs/shapes/r0-features.safetensors --resume   # after an interruption: continues at the next pass"),
+     "isl mine-neighbors --features runs/shapes/r0-features.safetensors --gan runs/shapes/r0-gan.safetensors --out runs/shapes/r0-neighbors.safetensors\n\nisl mine-neighbors --features runs/shapes/r0-features.safetensors --resume   # after an interruption: continues at the next pass"
+     "\n\nisl mine-neighbors --features runs/shapes/r0-features.safetensors --amp auto --channels-last"),
     ("eval-knn", "eval_knn", "eval_knn", "Weighted kNN accuracy of a features checkpoint.",
-     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute\n\nisl eval-knn --baseline pixels --data data/shapes\n\nisl eval-knn --baseline random runs/shapes/r0-features.safetensors"),
+     "isl eval-knn runs/shapes/r0-features.safetensors --k 200 --k 20 --recompute\n\nisl eval-knn --baseline pixels --data data/shapes\n\nisl eval-knn --baseline random runs/shapes/r0-features.safetensors"
+     "\n\nisl eval-knn runs/shapes/r0-features.safetensors --recompute --amp auto --channels-last"),
     ("eval-linear", "eval_linear", "eval_linear", "Linear-probe accuracy of a features checkpoint or exported backbone.",
      "isl eval-linear runs/shapes/r3-features.safetensors\n\nisl eval-linear backbone.safetensors --data data/cifar10 --layer embedding --json"),
     ("export", "export", "export", "Export the backbone or the embeddings of a checkpoint.",
-     "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"),
+     "isl export runs/shapes/r3-features.safetensors --what embeddings --split test --out test-emb.safetensors"
+     "\n\nisl export runs/shapes/r3-features.safetensors --what embeddings --out train-emb.npy --split train --amp auto"),
     ("run", "run", "run", "Run the whole ISL schedule: rounds of features, GAN, mining; then evaluate.",
-     "isl run --dataset shapes --preset quick"),
+     "isl run --dataset shapes --preset quick\n\nisl run --dataset shapes --preset paper --amp auto --threads 2"),
     ("inspect", "inspect", "inspect", "Describe an artifact: kind, tensors, metadata and config.",
      "isl inspect data/shapes/train.safetensors --json"),
     ("report", "report", "report", "Draw PNG figures of a run folder.",

@@ -121,6 +121,17 @@ RootOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on CPU gives bit-identical results.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="Intra-op threads of torch \\[default: torch's, i.e. OMP_NUM_THREADS or the core "
+                 "count]. Running several isl processes on one machine: give each cores / processes threads.",
+                 show_default=False),
+]
+AMP_HELP = ("Precision of every backbone forward: none (fp32), bf16, auto (bf16 where the CPU or GPU does bf16 "
+            "natively, e.g. AVX512-BF16 or AMX, else fp32) or fp16 (CUDA only: a CPU emulates it, about 10x slower "
+            "than fp32, so it is refused there). The bank, the softmax over N, the losses, the GAN and the kNN stay "
+            "fp32. The stage's first log line says what was chosen and why.")
+CHANNELS_LAST_HELP = "channels-last memory format for the backbone (faster convolutions on CPUs and recent GPUs)."
 
 
 def sibling(path: Path, stage: str) -> Path:

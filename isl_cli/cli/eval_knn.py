@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit, err_console
+from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, ThreadsOpt, console, emit, err_console
 from isl_cli.errors import IslError
 
 Opt = typer.Option
@@ -22,8 +22,11 @@ def eval_knn(
     data: Annotated[Optional[Path], typer.Option("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="sigma of the vote weights exp(sim/sigma) \\[default: the checkpoint's T].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")] = 256,
+    amp: Annotated[str, typer.Option("--amp", help=AMP_HELP)] = "none",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)] = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     baseline: Annotated[Optional[str], Opt("--baseline", help="Score a baseline instead of CHECKPOINT's features: 'pixels' (each image minus the training split's per-pixel mean, L2-normalised; data sets stored as tensors only) or 'random' (the randomly initialised backbone, features recomputed). Its data set is CHECKPOINT's or --data.", show_default=False)] = None,
     arch: Annotated[Optional[str], Opt("--arch", help="--baseline random without CHECKPOINT: resnet18, resnet50 or alexnet \\[resnet18].", show_default=False)] = None,
@@ -44,6 +47,9 @@ def eval_knn(
     from isl_cli.device import resolve_device
 
     from isl_cli import checks
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     ks = k or [200]
     checks.positive_ints("--k", ks)
@@ -58,7 +64,7 @@ def eval_knn(
             raise IslError("give a features CHECKPOINT to evaluate, or --baseline pixels|random with --data DIR")
         report = evaluate_checkpoint(checkpoint, ks, recompute=recompute, device=resolve_device(device),
                                      data_dir=data, batch_size=batch_size, progress=not (quiet or as_json),
-                                     temperature=temperature)
+                                     temperature=temperature, amp=amp, channels_last=channels_last)
     else:
         report = _baseline(baseline, checkpoint, data, ks, recompute=recompute, temperature=temperature,
                            batch_size=batch_size, device=resolve_device(device), progress=not (quiet or as_json),

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, console, emit
+from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, ThreadsOpt, console, emit
 
 Opt = typer.Option
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".npy": "npy"}
@@ -23,8 +23,11 @@ def export(
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
     data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file (never the checkpoint or a data set split it reads).")] = False,
+    amp: Annotated[str, Opt("--amp", help="embeddings: " + AMP_HELP)] = "none",
+    channels_last: Annotated[bool, Opt("--channels-last", help="embeddings: " + CHANNELS_LAST_HELP)] = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Export the backbone (safetensors with architecture and normalisation in the metadata, loadable with
     `isl_cli.models.loading.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
@@ -41,6 +44,9 @@ def export(
     from isl_cli.locks import holding
 
     from isl_cli import checks
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     if out is None:
         raise IslError("--out is required: where to write the export")
@@ -62,7 +68,7 @@ def export(
             info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
         else:
             info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
-                                     data_dir=data)
+                                     data_dir=data, amp=amp, channels_last=channels_last)
     if as_json:
         emit(json.dumps({"out": str(out), "what": what, **info}, indent=2))
     else:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from isl_cli.cli.common import RootOpt, console, default_root, err_console, field_table
+from isl_cli.cli.common import RootOpt, ThreadsOpt, console, default_root, err_console, field_table
 from isl_cli.errors import IslError
 
 NAMES = "shapes, cifar10, cifar100, svhn, mnist, fashion-mnist, imagefolder, imagenet"
@@ -42,6 +42,7 @@ def fetch_data(
         int | None, typer.Option("--seed", help="shapes only: generator seed \\[default: 0].", show_default=False)
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Download or convert a data set into [bold]<root>/<name>/train.safetensors[/bold] and [bold]test.safetensors[/bold].
 
@@ -54,6 +55,9 @@ def fetch_data(
     """
     from isl_cli.data.sources.fetch import fetch_dataset  # noqa: PLC0415  (heavy imports on use only)
     from isl_cli.data.sources.registry import dataset_info  # noqa: PLC0415
+    from isl_cli.threads import apply_threads  # noqa: PLC0415
+
+    apply_threads(threads)
 
     dataset_info(name)  # an unknown NAME fails first, listing the known ones
     if name != "shapes":

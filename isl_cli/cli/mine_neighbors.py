@@ -7,7 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, SeedOpt, console, field_table, require_features, resume_command, sibling
+from isl_cli.cli.common import (
+    AMP_HELP,
+    CHANNELS_LAST_HELP,
+    DeviceOpt,
+    SeedOpt,
+    ThreadsOpt,
+    console,
+    field_table,
+    require_features,
+    resume_command,
+    sibling,
+)
 from isl_cli import checks
 from isl_cli.config import override, preset_configs
 
@@ -20,7 +31,9 @@ def mine_neighbors(
     gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
     out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
-    preset: Annotated[str, Opt("--preset", help="paper or quick.")] = "paper",
+    preset: Annotated[str, Opt("--preset", help="paper (fp32 unless --amp) or quick (--amp auto, --channels-last).")] = "paper",
+    amp: Annotated[Optional[str], Opt("--amp", help=AMP_HELP + " \\[paper preset: none; quick: auto].", show_default=False)] = None,
+    channels_last: Annotated[bool, Opt("--channels-last", help=CHANNELS_LAST_HELP + " \\[paper preset: off; quick: on].")] = False,
     tau: Annotated[Optional[float], Opt("--tau", help="Score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
     base_radius: Annotated[Optional[float], Opt("--base-radius", help="R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].", show_default=False)] = None,
     top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
@@ -35,6 +48,7 @@ def mine_neighbors(
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file or checkpoint.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Mine neighbour pairs: for each image whose proxy the discriminator trusts (s > tau), the bank rows among the
@@ -49,10 +63,13 @@ def mine_neighbors(
 
     from isl_cli.device import resolve_device
     from isl_cli.engine.mine import MineJob, mine_neighbors as run_stage
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     features = require_features(features)
     imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
-    _, _, base = preset_configs(preset, imagenet)
+    preset_features, _, base = preset_configs(preset, imagenet)
     config = override(base, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
                       max_passes=max_passes, quota_check=quota_check, batch_size=batch_size, num_draws=num_draws, seed=seed,
                       num_workers=workers)
@@ -63,7 +80,8 @@ def mine_neighbors(
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
                   out=out, device=resolve_device(device), neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet, resume=resume,
-                  resume_command=resume_command("mine-neighbors"))
+                  resume_command=resume_command("mine-neighbors"),
+                  amp=amp or preset_features.amp, channels_last=channels_last or preset_features.channels_last)
     result = run_stage(job)
     table = field_table(f"neighbours {result.out} (round {result.round})", value_justify="right")
     stats = result.stats

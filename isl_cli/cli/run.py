@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, RootOpt, console, dataset_is_imagenet, default_root, err_console
+from isl_cli.cli.common import (
+    AMP_HELP,
+    CHANNELS_LAST_HELP,
+    DeviceOpt,
+    RootOpt,
+    ThreadsOpt,
+    console,
+    dataset_is_imagenet,
+    default_root,
+    err_console,
+)
 from isl_cli import checks
 from isl_cli.config import RunConfig, override, preset_configs
 from isl_cli.errors import IslError
@@ -18,7 +28,7 @@ Opt = typer.Option
 
 def run(
     dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
-    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set; quick: width 0.125, 6 epochs a round, 2 GAN epochs, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in under 5 minutes on a CPU (a smoke-scale run: see the README for what it can and cannot show).")] = "paper",
+    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.125, 6 epochs a round, 2 GAN epochs, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in under 5 minutes on a CPU (a smoke-scale run: see the README for what it can and cannot show).")] = "paper",
     rounds: Annotated[int, Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors.")] = 4,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
@@ -39,8 +49,8 @@ def run(
     eval_every: Annotated[Optional[int], Opt("--eval-every", help="kNN evaluation (and LR plateau step) every N epochs [5].", show_default=False)] = None,
     eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="Share of the training images whose kNN drives the LR scheduler (default: the test set, as the paper's code). They are still trained on; only their labels leave the kNN's keys.", show_default=False)] = None,
-    amp: Annotated[Optional[str], Opt("--amp", help="none, bf16 or fp16 (CUDA) autocast of the backbone in train-features.", show_default=False)] = None,
-    channels_last: Annotated[bool, Opt("--channels-last", help="channels_last memory format in train-features (faster convolutions on recent GPUs).")] = False,
+    amp: Annotated[Optional[str], Opt("--amp", help=AMP_HELP + " Applies to every stage's backbone \\[paper preset: none; quick: auto].", show_default=False)] = None,
+    channels_last: Annotated[bool, Opt("--channels-last", help=CHANNELS_LAST_HELP + " Every stage \\[paper preset: off; quick: on].")] = False,
     # gan stage
     gan_epochs: Annotated[Optional[int], Opt("--gan-epochs", help="Fixed GAN epochs per round (instead of the paper's rule).", show_default=False)] = None,
     gan_max_epochs: Annotated[Optional[int], Opt("--gan-max-epochs", help="Hard cap on GAN epochs.", show_default=False)] = None,
@@ -60,6 +70,7 @@ def run(
     linear_probe: Annotated[bool, Opt("--linear-probe", help="Also report the final linear probe (isl eval-linear, pooled features) \\[default: on for --preset quick].")] = False,
     no_linear_probe: Annotated[bool, Opt("--no-linear-probe", help="Skip the final linear probe of --preset quick.")] = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole ISL schedule unattended: for each round train-features, train-gan, mine-neighbors (the last round
@@ -78,6 +89,9 @@ def run(
     from isl_cli.device import resolve_device
     from isl_cli.engine.schedule import RunJob, run_schedule
     from isl_cli.locks import acquire
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     data_root = root or default_root()
     data_dir = data or data_root / dataset

@@ -8,9 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from isl_cli.cli.common import (
+    AMP_HELP,
+    CHANNELS_LAST_HELP,
     DeviceOpt,
     RootOpt,
     SeedOpt,
+    ThreadsOpt,
     console,
     dataset_is_imagenet,
     default_root,
@@ -29,7 +32,7 @@ def train_features(
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbours artifact from mine-neighbors (or made by hand). None = round 0, plain instance discrimination.")] = None,
     out: Annotated[Optional[Path], Opt("--out", help="Output features file \\[default: runs/DATASET/rR-features.safetensors].", show_default=False)] = None,
     epochs: Annotated[Optional[int], Opt("--epochs", help="Epochs of this stage \\[paper: 200; 100 for ImageNet].", show_default=False)] = None,
-    preset: Annotated[str, Opt("--preset", help="paper (the reference's settings) or quick (small width, few epochs, for a CPU).")] = "paper",
+    preset: Annotated[str, Opt("--preset", help="paper (the reference's settings, fp32 unless --amp) or quick (small width, few epochs, and the fast path: --amp auto and --channels-last; for a CPU).")] = "paper",
     arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet \\[default: resnet18].", show_default=False)] = None,
     width: Annotated[Optional[float], Opt("--width", help="Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).", show_default=False)] = None,
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D \\[default: 128].", show_default=False)] = None,
@@ -47,14 +50,15 @@ def train_features(
     eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
     val_split: Annotated[Optional[float], Opt("--val-split", help="The kNN that drives the LR scheduler queries this fraction of the TRAINING images instead of the test set. The held-out images are still trained on (no labels are used in training); only their labels leave the kNN's keys. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; use this option for an honest protocol).", show_default=False)] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets (ImageNet).", show_default=False)] = None,
-    amp: Annotated[Optional[str], Opt("--amp", help="Mixed precision of the backbone forward: none, bf16 or fp16 (CUDA). The bank, the softmax over N and the loss stay fp32. Off by default for fidelity.", show_default=False)] = None,
-    channels_last: Annotated[bool, Opt("--channels-last", help="channels_last memory format (faster convolutions on recent GPUs).")] = False,
+    amp: Annotated[Optional[str], Opt("--amp", help=AMP_HELP + " \\[paper preset: none; quick: auto].", show_default=False)] = None,
+    channels_last: Annotated[bool, Opt("--channels-last", help=CHANNELS_LAST_HELP + " \\[paper preset: off; quick: on].")] = False,
     no_sync_bn: Annotated[bool, Opt("--no-sync-bn", help="Under torchrun: batch norm per rank instead of over the global batch.")] = False,
     round_index: Annotated[Optional[int], Opt("--round", help="Round number to record \\[default: neighbours' round + 1, else 0].", show_default=False)] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run of this stage from its checkpoint (OUT.partial.safetensors).")] = False,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output or checkpoint.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train the backbone and memory bank: instance discrimination in round 0, the ISL loss (affinity + hard-positive
@@ -68,6 +72,9 @@ def train_features(
     """
     from isl_cli.device import resolve_device
     from isl_cli.engine.features import FeaturesJob, train_features as run_stage
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
 
     data_dir = data or (root or default_root()) / "shapes"
     imagenet = dataset_is_imagenet(data_dir, variant)

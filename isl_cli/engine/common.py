@@ -17,6 +17,7 @@ from isl_cli.data.store import Split, dataset_header, load_split
 from isl_cli.engine.state import load_module
 from isl_cli.errors import IslError
 from isl_cli.models.registry import build_backbone, input_size, variant_for_image_size
+from isl_cli.precision import FP32, Precision
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ def batch_source(split: Split, spec: BackboneSpec, *, train: bool, batch_size: i
 
 @torch.no_grad()
 def embed(model: torch.nn.Module, split: Split, spec: BackboneSpec, *, device: torch.device, batch_size: int = 256,
-          num_workers: int = 0, subset: torch.Tensor | None = None, progress=None) -> torch.Tensor:
-    """Features of un-augmented images, backbone in eval mode: (n, D) on `device`."""
+          num_workers: int = 0, subset: torch.Tensor | None = None, progress=None,
+          precision: Precision = FP32) -> torch.Tensor:
+    """Features of un-augmented images, backbone in eval mode: (n, D) float32 on `device`."""
     was_training = model.training
     model.eval()
     source = batch_source(split, spec, train=False, batch_size=batch_size, device=device,
@@ -95,7 +97,7 @@ def embed(model: torch.nn.Module, split: Split, spec: BackboneSpec, *, device: t
     task = progress.add_task("embed", total=source.num_batches(), stats="") if progress is not None else None
     chunks = [torch.zeros(0, spec.low_dim, device=device)]
     for _, images in source.batches(None):
-        chunks.append(model(images))  # (b, D)
+        chunks.append(precision.forward(model, images))  # (b, D)
         if task is not None:
             progress.advance(task)
     if task is not None:

@@ -13,6 +13,7 @@ from isl_cli.data.store import Split, load_split
 from isl_cli.engine.common import embed, open_features
 from isl_cli.engine.progress import log, make_progress
 from isl_cli.knn import clamp_ks, weighted_knn
+from isl_cli.precision import resolve
 
 
 @dataclass
@@ -42,10 +43,15 @@ class EvalReport:
 
 def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool, device: torch.device,
                         data_dir: Path | None = None, batch_size: int = 256, progress: bool = True,
-                        temperature: float | None = None) -> EvalReport:
-    """Weighted kNN (ISL-METHOD.md section 9) of the test split against the training features."""
+                        temperature: float | None = None, amp: str = "none", channels_last: bool = False) -> EvalReport:
+    """Weighted kNN (ISL-METHOD.md section 9) of the test split against the training features.
+
+    `amp` and `channels_last` set the precision of the backbone forwards (see isl_cli.precision); the kNN is fp32.
+    """
     start = time.perf_counter()
+    precision = resolve(amp, channels_last, device)
     loaded = open_features(checkpoint, device, data_dir)
+    precision.prepare(loaded.model)
     train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
     test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
     temperature = temperature or float(loaded.artifact.config.get("temperature", 0.1))
@@ -58,11 +64,13 @@ def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool,
         report.seconds = time.perf_counter() - start
         return report
     workers = int(loaded.artifact.config.get("num_workers", 0))
+    log(precision.describe())
     with make_progress(progress) as bar:
         queries = embed(loaded.model, test, loaded.spec, device=device, batch_size=batch_size,
-                        num_workers=workers, progress=bar)  # (Q, D)
+                        num_workers=workers, progress=bar, precision=precision)  # (Q, D)
         keys = (embed(loaded.model, train, loaded.spec, device=device, batch_size=batch_size,
-                      num_workers=workers, progress=bar) if recompute else loaded.memory)  # (N, D)
+                      num_workers=workers, progress=bar, precision=precision) if recompute
+                else loaded.memory)  # (N, D)
     score_features(report, queries, test, keys, train, ks)
     report.seconds = time.perf_counter() - start
     return report

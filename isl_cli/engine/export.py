@@ -12,7 +12,9 @@ import torch
 from isl_cli.artifacts import atomic_write, write_artifact
 from isl_cli.data.store import load_split
 from isl_cli.engine.common import embed, open_features
+from isl_cli.engine.progress import log
 from isl_cli.errors import IslError
+from isl_cli.precision import resolve
 
 BACKBONE_FORMATS = ("safetensors", "onnx")
 EMBEDDING_FORMATS = ("safetensors", "npy")
@@ -58,17 +60,24 @@ def _export_onnx(loaded, out: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_embeddings(checkpoint: Path, out: Path, split_name: str, fmt: str, device: torch.device,
-                      batch_size: int = 256, progress=None, data_dir: Path | None = None) -> dict[str, Any]:
-    """Features (N, D) of un-augmented images of a split, with labels and indices."""
+                      batch_size: int = 256, progress=None, data_dir: Path | None = None, amp: str = "none",
+                      channels_last: bool = False) -> dict[str, Any]:
+    """Features (N, D) float32 of un-augmented images of a split, with labels and indices.
+
+    `amp` and `channels_last` set the precision of the backbone forward (see isl_cli.precision).
+    """
     if fmt not in EMBEDDING_FORMATS:
         raise IslError(f"--format {fmt!r} is not available for embeddings; choose {' or '.join(EMBEDDING_FORMATS)}")
     if split_name not in ("train", "test"):
         raise IslError(f"--split must be train or test, got {split_name!r}")
+    precision = resolve(amp, channels_last, device)
     loaded = open_features(checkpoint, device, data_dir)
+    precision.prepare(loaded.model)
     split = load_split(loaded.data_dir, split_name, fingerprint=loaded.fingerprint)
     workers = int(loaded.artifact.config.get("num_workers", 0))
+    log(precision.describe())
     features = embed(loaded.model, split, loaded.spec, device=device, batch_size=batch_size, num_workers=workers,
-                     progress=progress).cpu()  # (N, D)
+                     progress=progress, precision=precision).cpu()  # (N, D)
     labels = split.labels.cpu()
     indices = torch.arange(len(split), dtype=torch.int64)
     if fmt == "safetensors":

@@ -17,7 +17,6 @@ random draw comes from seeded generators, a run resumed from a checkpoint
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +64,7 @@ from isl_cli.knn import weighted_knn
 from isl_cli.locks import writes
 from isl_cli.losses import instance_loss, isl_loss
 from isl_cli.neighbors import NeighborGraph
+from isl_cli.precision import FP32, Precision, resolve
 
 LOSS_TERMS = ("loss", "inst", "aff", "hp")
 
@@ -123,6 +123,7 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)
     origin: dict[str, Any] = field(default_factory=dict)  # init / neighbors provenance
     scaler: Any = None  # torch.amp.GradScaler for --amp fp16
+    precision: Precision = FP32  # of every backbone forward (--amp, --channels-last)
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -140,8 +141,7 @@ class _State:
                             job.init, job.neighbors])
 def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
-    if job.config.amp == "fp16" and job.device.type != "cuda":
-        raise IslError("--amp fp16 needs a CUDA device; use --amp bf16 (or none) here")
+    resolve(job.config.amp, job.config.channels_last, job.device)  # refuses a bad --amp before any work
     train, test, fingerprint = load_train_test(job.data_dir)
     from isl_cli.checks import val_split_leaves_keys
 
@@ -158,10 +158,12 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
         refuse_changed_options(job.config, state.cfg, job.given, partial)
         if state.cfg.variant == "imagenet":
             log(features_line(state.cfg))
+        log(state.precision.describe())
         log(f"resuming {partial} at epoch {state.stage_epochs + 1}/{state.cfg.epochs}"
             + (f", batch {state.resume_batch}" if state.resume_batch else ""))
     else:
         state = _fresh_state(job, train, fingerprint)
+        log(state.precision.describe())
     if state.stage_epochs >= state.cfg.epochs:
         return _finish(job, state, fingerprint, partial)
     _run_epochs(job, state, train, test, fingerprint, partial)
@@ -220,10 +222,12 @@ def _fresh_state(job: FeaturesJob, train: Split, fingerprint: str) -> _State:
         origin["neighbors_entries"] = graph.num_entries()
     if job.round_index is not None:
         round_index = job.round_index
-    scaler = _make_scaler(cfg, job.device, init.meta.get("scaler") if init is not None else None)
-    model = _prepare_model(model, cfg, job.device)
+    precision = resolve(cfg.amp, cfg.channels_last, job.device)
+    scaler = _make_scaler(precision, job.device, init.meta.get("scaler") if init is not None else None)
+    model = _prepare_model(model, cfg, precision, job.device)
     return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph, optimizer=optimizer, scheduler=scheduler,
-                  round=round_index, start_epoch=start_epoch, history=history, origin=origin, scaler=scaler)
+                  round=round_index, start_epoch=start_epoch, history=history, origin=origin, scaler=scaler,
+                  precision=precision)
 
 
 #: Settings that --init restores from the previous round (optimiser param groups, scheduler), by config field.
@@ -273,24 +277,24 @@ def _restore(path: Path, train: Split, fingerprint: str, device: torch.device) -
     meta = art.meta
     # partial sums are global: rank 0 carries them, the others restart their share at zero
     sums = [float(x) for x in meta.get("partial_sums", [0.0] * 5)] if distributed.context().is_main else [0.0] * 5
-    return _State(cfg=cfg, spec=spec, model=_prepare_model(model, cfg, device), bank=bank, graph=graph,
+    precision = resolve(cfg.amp, cfg.channels_last, device)
+    return _State(cfg=cfg, spec=spec, model=_prepare_model(model, cfg, precision, device), bank=bank, graph=graph,
                   optimizer=optimizer, scheduler=scheduler,
                   round=int(meta.get("round", 0)), stage_epochs=int(meta.get("stage_epochs", 0)),
                   start_epoch=int(meta.get("start_epoch", 0)), resume_batch=int(meta.get("resume_batch", 0)),
                   partial_sums=sums, history=list(meta.get("history", [])), origin=dict(meta.get("origin", {})),
-                  scaler=_make_scaler(cfg, device, meta.get("scaler")))
+                  scaler=_make_scaler(precision, device, meta.get("scaler")), precision=precision)
 
 
-def _prepare_model(model: torch.nn.Module, cfg: FeaturesConfig, device: torch.device) -> torch.nn.Module:
+def _prepare_model(model: torch.nn.Module, cfg: FeaturesConfig, precision: Precision,
+                   device: torch.device) -> torch.nn.Module:
     """Memory format, then the data-parallel wrapper (a no-op in one process)."""
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)
+    return distributed.wrap_model(precision.prepare(model), device, sync_bn=cfg.sync_bn)
 
 
-def _make_scaler(cfg: FeaturesConfig, device: torch.device, state: dict[str, Any] | None):
+def _make_scaler(precision: Precision, device: torch.device, state: dict[str, Any] | None):
     """A gradient scaler for fp16 autocast (bf16 and fp32 need none)."""
-    if cfg.amp != "fp16":
+    if precision.amp != "fp16":
         return None
     scaler = torch.amp.GradScaler(device.type)
     if state:
@@ -358,11 +362,7 @@ def _run_epochs(job: FeaturesJob, state: _State, train: Split, test: Split, fing
 def _train_step(state: _State, indices: torch.Tensor, images: torch.Tensor, plain: bool) -> dict[str, torch.Tensor]:
     """One step on this rank's slice `indices` (b,) of the global batch."""
     cfg = state.cfg
-    if cfg.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(images.device, cfg.amp):
-        features = state.model(images)  # (b, D)
-    features = features.float()  # the bank, the softmax over N and the loss stay in fp32
+    features = state.precision.forward(state.model, images)  # (b, D) fp32: the bank, softmax and loss stay fp32
     logits = state.bank.logits(features, cfg.temperature)  # (b, N), from the old bank
     if plain:
         loss = instance_loss(logits, indices)
@@ -393,14 +393,6 @@ def _global_batch(indices: torch.Tensor) -> int:
     return int(distributed.all_reduce_sum(indices.new_tensor([len(indices)]))[0])
 
 
-def autocast(device: torch.device, amp: str):
-    """Mixed-precision context for the backbone forward (`--amp bf16|fp16`); a no-op for `none`."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -408,6 +400,7 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
 def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter: Throughput, epoch_start: float,
                partial: Path, fingerprint: str, job: FeaturesJob) -> None:
     cfg = state.cfg
+    rate = meter.rate  # training images/s: read before the evaluation, whose forward passes are not training
     record: dict[str, Any] = {"round": state.round, "epoch": state.epoch + 1, "stage_epoch": state.stage_epochs + 1,
                               **_means(sums), "lr": state.optimizer.param_groups[0]["lr"]}
     cadence = (state.epoch + 1) % cfg.eval_every == 0
@@ -419,7 +412,7 @@ def _end_epoch(state: _State, evaluator: "_Evaluator", sums: torch.Tensor, meter
             if cadence:
                 state.scheduler.step(result["knn_top1"])
     record["seconds"] = round(time.perf_counter() - epoch_start, 3)
-    record["images_per_s"] = round(meter.rate, 1)
+    record["images_per_s"] = round(rate, 1)
     state.history.append(record)
     state.stage_epochs += 1
     state.resume_batch = 0
@@ -532,12 +525,12 @@ class _Evaluator:
         memory = state.bank.memory
         if self.mode == "val":
             queries = embed(state.model, self.train, state.spec, device=self.device, batch_size=256,
-                            num_workers=cfg.num_workers, subset=self.queries)
+                            num_workers=cfg.num_workers, subset=self.queries, precision=state.precision)
             query_labels = self.labels[self.queries.to(self.device)]
             keys, key_labels = memory[self.keys], self.labels[self.keys]
         else:
             queries = embed(state.model, self.test, state.spec, device=self.device, batch_size=256,
-                            num_workers=cfg.num_workers)
+                            num_workers=cfg.num_workers, precision=state.precision)
             query_labels = self.test.labels.to(self.device)
             keys, key_labels = memory, self.labels
         k = min(cfg.eval_k, len(keys))

@@ -50,6 +50,7 @@ from isl_cli.locks import writes
 from isl_cli.losses import discriminator_loss, generator_loss
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph
+from isl_cli.precision import Precision, resolve
 
 
 @dataclass
@@ -69,6 +70,8 @@ class GanJob:
     resume_command: str | None = None
     data_dir: Path | None = None  # overrides the data set folder the features record
     given: frozenset[str] = frozenset()  # config fields the user typed (--lr is applied over an --init's Adam state)
+    amp: str = "none"  # precision of the backbone forward: none | bf16 | fp16 | auto (see isl_cli.precision)
+    channels_last: bool = False
 
 
 @dataclass
@@ -103,6 +106,7 @@ class _GanState:
         inputs=lambda job: [*features_inputs(job.features, job.data_dir), job.init, job.neighbors])
 def train_gan(job: GanJob) -> GanResult:
     """Run (or resume) the GAN stage and write the gan artifact."""
+    precision = resolve(job.amp, job.channels_last, job.device)
     loaded = open_features(job.features, job.device, job.data_dir)
     if not loaded.artifact.meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
@@ -120,12 +124,14 @@ def train_gan(job: GanJob) -> GanResult:
     if plan == "resume":
         refuse_changed_options(job.config, state.cfg, job.given, partial)
     graph = _graph(job, loaded)
+    precision.prepare(loaded.model)
+    log(precision.describe())
     if plan == "resume":
         log(f"resuming {partial} after epoch {len(state.g_losses)}")
     decision = decide(state.g_losses, state.round, max_epochs=state.cfg.max_epochs, fixed_epochs=state.cfg.epochs) \
         if state.g_losses else None
     if decision is None or not decision.stop:
-        decision = _run_epochs(job, state, loaded, graph, partial)
+        decision = _run_epochs(job, state, loaded, graph, partial, precision)
     state.stop_reason = decision.reason
     log(f"[bold]train-gan stopped after {len(state.g_losses)} epochs: {decision.reason}[/bold]")
     _save(job, state, job.out, loaded, complete=True)
@@ -214,7 +220,8 @@ def _load_networks(art, generator, discriminator, opt_g, opt_d, what: str) -> No
     load_optimizer(opt_d, art.with_prefix("optim_d."), art.meta.get("optim_d", {}), what)
 
 
-def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: NeighborGraph, partial: Path):
+def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: NeighborGraph, partial: Path,
+                precision: Precision):
     cfg, device = state.cfg, job.device
     from isl_cli.data.store import load_split
 
@@ -242,7 +249,7 @@ def _run_epochs(job: GanJob, state: _GanState, loaded: LoadedFeatures, graph: Ne
                 draw_gen = torch.Generator(device=device).manual_seed(
                     derive_seed(cfg.seed, "gan-draws", state.round, epoch, step))
                 with torch.no_grad():
-                    anchors = loaded.model(images)  # (b, D), eval mode
+                    anchors = precision.forward(loaded.model, images)  # (b, D) fp32, eval mode
                     a, p, n, _ = batch_triplets(anchors, indices, memory, graph, cfg.num_draws, draw_gen)
                 g_loss, d_loss = _gan_step(state, a, p, n)
                 sums += torch.stack([g_loss.to(sums.dtype) * len(indices), d_loss.to(sums.dtype) * len(indices),

@@ -39,6 +39,7 @@ from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
 from isl_cli.similarity_pairs import similarity_rival
+from isl_cli.precision import resolve
 
 
 @dataclass
@@ -57,6 +58,8 @@ class MineJob:
     data_dir: Path | None = None  # overrides the data set folder the features record
     resume: bool = False  # continue from OUT.partial.safetensors (the passes already done)
     resume_command: str | None = None
+    amp: str = "none"  # precision of the backbone forward: none | bf16 | fp16 | auto (see isl_cli.precision)
+    channels_last: bool = False
 
 
 @dataclass
@@ -76,6 +79,7 @@ class MineResult:
 def mine_neighbors(job: MineJob) -> MineResult:
     """Mine new pairs and write a neighbors artifact (old edges plus new)."""
     cfg = job.config.validate()
+    precision = resolve(job.amp, job.channels_last, job.device)
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="neighbors")
     if job.neighbors is not None and Path(job.neighbors).resolve() == Path(job.out).resolve():
@@ -87,6 +91,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
     loaded = open_features(job.features, job.device, job.data_dir)
     if loaded.spec.variant == "imagenet":
         log(mine_line(cfg))
+    precision.prepare(loaded.model)
     meta = loaded.artifact.meta
     if not meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
@@ -122,6 +127,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
         log(f"resuming {partial} after mining pass {passes} ({graph.num_entries()} neighbour entries)")
     source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=job.device,
                           num_workers=cfg.num_workers)
+    log(precision.describe())
     log(f"round {round_index}: mining until more than {target} neighbour entries (now {graph.num_entries()}), "
         f"at least 1 and at most {cfg.max_passes} passes")
     with torch.no_grad(), graceful_interrupt() as stop, make_progress(job.progress) as progress:
@@ -134,7 +140,7 @@ def mine_neighbors(job: MineJob) -> MineResult:
             for step, (indices, images) in enumerate(source.batches(batch_gen)):
                 draw_gen = torch.Generator(device=job.device).manual_seed(
                     derive_seed(cfg.seed, "mine-draws", round_index, passes, step))
-                anchors = loaded.model(images)  # (B, D), eval mode
+                anchors = precision.forward(loaded.model, images)  # (b, D) fp32, eval mode
                 a, p, neg, _ = batch_triplets(anchors, indices, loaded.memory, graph, cfg.num_draws, draw_gen)
                 proxies = generator(a, p, neg)  # (b, D)
                 scores = discriminator.score(a, proxies, neg).squeeze(1)  # (b,)

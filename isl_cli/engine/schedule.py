@@ -90,7 +90,7 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
         log("final evaluation: weighted kNN with recomputed training features")
         start = time.perf_counter()
         report = evaluate_checkpoint(final, list(cfg.eval_ks), recompute=True, device=job.device,
-                                     data_dir=job.data_dir, progress=job.progress)
+                                     data_dir=job.data_dir, progress=job.progress, **_precision(job))
         timings["final-eval"] = time.perf_counter() - start
         atomic_write_json(final_path, report.to_dict())
     if job.linear_probe and not (job.run_dir / FINAL_LINEAR_FILE).exists():
@@ -151,7 +151,7 @@ def _gan(job: RunJob, r: int, features: Path, out: Path) -> None:
     init = stage_path(job.run_dir, r - 1, "gan") if r > 0 else None
     train_gan(GanJob(config=job.config.gan, features=features, out=out, device=job.device, init=init,
                      resume=partial_path(out).exists(), round_index=r, progress=job.progress,
-                     resume_command=job.resume_command))
+                     resume_command=job.resume_command, **_precision(job)))
 
 
 def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
@@ -160,7 +160,12 @@ def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
         return
     mine_neighbors(MineJob(config=job.config.mine, features=features, gan=gan, out=out, device=job.device,
                            round_index=r, progress=job.progress, resume=partial_path(out).exists(),
-                           resume_command=job.resume_command))
+                           resume_command=job.resume_command, **_precision(job)))
+
+
+def _precision(job: RunJob) -> dict[str, Any]:
+    """Every stage's backbone runs at the features config's precision (--amp, --channels-last)."""
+    return {"amp": job.config.features.amp, "channels_last": job.config.features.channels_last}
 
 
 def _complete(path: Path) -> bool:
