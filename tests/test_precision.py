@@ -203,8 +203,8 @@ def test_run_quick_preset_first_log_line_and_every_stage_in_bf16(tiny_data, tmp_
                  "--batch-size", "16", "--num-draws", "64", "--k", "20", "--no-report", "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
     assert _first_log_line(result) == "precision: bf16 autocast, channels-last (auto: this CPU has native bf16 (avx512_bf16))"
-    # train-features x2, train-gan, mine-neighbors, the final recompute
-    assert result.output.count("precision: bf16 autocast, channels-last") == 5
+    # the run's first line, then train-features x2, train-gan, mine-neighbors, the final recompute, the linear probe
+    assert result.output.count("precision: bf16 autocast, channels-last") == 7
     assert probe.dtypes == {torch.bfloat16}
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, SeedOpt, console, emit
+from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, SeedOpt, ThreadsOpt, console, emit
 
 
 def eval_linear(
@@ -18,8 +18,11 @@ def eval_linear(
     layer: Annotated[str, typer.Option("--layer", help="pooled: the backbone's features before its final linear-to-D layer (what linear probes report); embedding: the D-dim unit-norm output.")] = "pooled",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")] = 256,
     seed: SeedOpt = 0,
+    amp: Annotated[str, typer.Option("--amp", help=AMP_HELP)] = "none",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)] = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Linear probe of frozen features: multinomial logistic regression on the standardised features of the
@@ -28,9 +31,12 @@ def eval_linear(
     Uses the labels (a diagnostic, as every accuracy). Refuses a data set without labels."""
     from isl_cli.device import resolve_device
     from isl_cli.engine.linear_eval import evaluate_linear
+    from isl_cli.threads import apply_threads
 
+    apply_threads(threads)
     report = evaluate_linear(checkpoint, layer=layer, device=resolve_device(device), data_dir=data,
-                             batch_size=batch_size, seed=seed, progress=not (quiet or as_json))
+                             batch_size=batch_size, seed=seed, progress=not (quiet or as_json), amp=amp,
+                             channels_last=channels_last)
     if as_json:
         emit(json.dumps(report.to_dict(), indent=2))
         return

@@ -26,6 +26,7 @@ from isl_cli.data.store import Split
 from isl_cli.engine.common import BackboneSpec, embed, load_train_test
 from isl_cli.engine.evaluation import EvalReport, score_features
 from isl_cli.engine.progress import make_progress
+from isl_cli.precision import FP32, Precision
 from isl_cli.engine.state import derive_seed
 from isl_cli.errors import IslError
 
@@ -86,19 +87,19 @@ def random_backbone(spec: BackboneSpec, seed: int, device: torch.device) -> torc
 
 def random_init_baseline(data_dir: Path, ks: Sequence[int], temperature: float, device: torch.device, *,
                          spec: BackboneSpec, seed: int, batch_size: int = 256, num_workers: int = 0,
-                         progress: bool = True) -> EvalReport:
+                         progress: bool = True, precision: Precision = FP32) -> EvalReport:
     """Weighted kNN of a randomly initialised backbone's features (test against recomputed training features)."""
     start = time.perf_counter()
     train, test, _ = load_train_test(data_dir)
     details = {"arch": spec.arch, "variant": spec.variant, "width": spec.width, "low_dim": spec.low_dim, "seed": seed}
     report = _report(data_dir, RANDOM, train, test, temperature, details)
     if report.scored:
-        model = random_backbone(spec, seed, device)
+        model = precision.prepare(random_backbone(spec, seed, device))
         with make_progress(progress) as bar:
             queries = embed(model, test, spec, device=device, batch_size=batch_size, num_workers=num_workers,
-                            progress=bar)  # (Q, D)
+                            progress=bar, precision=precision)  # (Q, D)
             keys = embed(model, train, spec, device=device, batch_size=batch_size, num_workers=num_workers,
-                         progress=bar)  # (N, D)
+                         progress=bar, precision=precision)  # (N, D)
         score_features(report, queries, test, keys, train, ks)
     report.seconds = time.perf_counter() - start
     return report

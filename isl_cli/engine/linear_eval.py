@@ -25,6 +25,7 @@ from isl_cli.engine.progress import log, make_progress
 from isl_cli.errors import IslError
 from isl_cli.linear_probe import ProbeSettings, score, train_linear_probe
 from isl_cli.models.pooled import PooledFeatures
+from isl_cli.precision import resolve
 
 LAYERS = ("pooled", "embedding")
 CHECKPOINT_KINDS = ("features", "backbone")
@@ -130,14 +131,20 @@ class _BarProgress:
 
 def evaluate_linear(checkpoint: Path, *, layer: str = "pooled", device: torch.device, data_dir: Path | None = None,
                     batch_size: int = 256, seed: int = 0, progress: bool = True,
-                    settings: ProbeSettings | None = None) -> LinearReport:
-    """Linear probe (top-1, top-5 on the test split) of a checkpoint's frozen features."""
+                    settings: ProbeSettings | None = None, amp: str = "none",
+                    channels_last: bool = False) -> LinearReport:
+    """Linear probe (top-1, top-5 on the test split) of a checkpoint's frozen features.
+
+    `amp` and `channels_last` set the precision of the feature extraction (isl_cli.precision); the probe is fp32.
+    """
     if layer not in LAYERS:
         raise IslError(f"--layer must be {' or '.join(LAYERS)}, got {layer!r}")
     if batch_size <= 0:
         raise IslError(f"--batch-size must be positive, got {batch_size}")
+    precision = resolve(amp, channels_last, device)
     start = time.perf_counter()
     frozen = open_backbone(checkpoint, device, data_dir)
+    precision.prepare(frozen.model)
     fingerprint = read_header(checkpoint).fingerprint if frozen.kind == "features" else None
     _require_labels(frozen.data_dir)
     train = load_split(frozen.data_dir, "train", fingerprint=fingerprint)
@@ -150,11 +157,12 @@ def evaluate_linear(checkpoint: Path, *, layer: str = "pooled", device: torch.de
     settings = replace(settings or ProbeSettings(), seed=seed)
     report = LinearReport(checkpoint=checkpoint, kind=frozen.kind, layer=layer, dim=spec.low_dim,
                           num_train=len(train), num_test=len(test), num_classes=num_classes, seed=seed)
+    log(precision.describe())
     with make_progress(progress) as bar:
         train_x = embed(model, train, spec, device=device, batch_size=batch_size, num_workers=frozen.num_workers,
-                        progress=bar).float()  # (N, C)
+                        progress=bar, precision=precision).float()  # (N, C)
         test_x = embed(model, test, spec, device=device, batch_size=batch_size, num_workers=frozen.num_workers,
-                       progress=bar).float()  # (Q, C)
+                       progress=bar, precision=precision).float()  # (Q, C)
         report.extract_seconds = time.perf_counter() - start
         try:
             result = train_linear_probe(train_x, train.labels.to(device), num_classes, settings, _BarProgress(bar))
@@ -168,9 +176,11 @@ def evaluate_linear(checkpoint: Path, *, layer: str = "pooled", device: torch.de
     return report
 
 
-def final_linear_probe(features: Path, data_dir: Path, device: torch.device, progress: bool = True) -> dict[str, Any]:
+def final_linear_probe(features: Path, data_dir: Path, device: torch.device, progress: bool = True,
+                       amp: str = "none", channels_last: bool = False) -> dict[str, Any]:
     """`isl run`'s final linear probe (pooled features) as a JSON-able dict; unlabelled data is noted, not fatal."""
     if not (is_labelled(data_dir, "train") and is_labelled(data_dir, "test")):
         return {"scored": False, "note": "labels are unknown for this data set, so the linear probe is not scored"}
     log("final evaluation: linear probe on the pooled features")
-    return evaluate_linear(features, layer="pooled", device=device, data_dir=data_dir, progress=progress).to_dict()
+    return evaluate_linear(features, layer="pooled", device=device, data_dir=data_dir, progress=progress, amp=amp,
+                           channels_last=channels_last).to_dict()

@@ -37,6 +37,7 @@ from isl_cli.engine.imagenet_note import run_line
 from isl_cli.engine.mine import MineJob, mine_neighbors
 from isl_cli.engine.progress import log
 from isl_cli.errors import IslError
+from isl_cli.precision import resolve
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -68,6 +69,7 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
     _refuse_data_inside_run_dir(job)
+    log(resolve(cfg.features.amp, cfg.features.channels_last, job.device).describe())  # every stage's precision
     if cfg.features.variant == "imagenet":
         log(run_line(cfg.features, cfg.mine))
     _claim_run_dir(job)
@@ -97,7 +99,7 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
         from isl_cli.engine.linear_eval import final_linear_probe
 
         start = time.perf_counter()
-        probe = final_linear_probe(final, job.data_dir, job.device, progress=job.progress)
+        probe = final_linear_probe(final, job.data_dir, job.device, progress=job.progress, **_precision(job))
         timings["final-linear"] = time.perf_counter() - start
         atomic_write_json(job.run_dir / FINAL_LINEAR_FILE, probe)
     atomic_write_json(job.run_dir / "timings.json", timings)
@@ -127,7 +129,8 @@ def _baselines(job: RunJob) -> None:
         pixels = {"source": "pixels", "scored": False, "note": str(exc), "results": []}
     spec = resolve_spec(cfg.arch, cfg.width, cfg.low_dim, cfg.variant, dataset_header(job.data_dir).meta)
     random = random_init_baseline(job.data_dir, ks, cfg.temperature, device, spec=spec, seed=cfg.seed,
-                                  num_workers=cfg.num_workers, progress=job.progress).to_dict()
+                                  num_workers=cfg.num_workers, progress=job.progress,
+                                  precision=resolve(cfg.amp, cfg.channels_last, device)).to_dict()
     atomic_write_json(path, {"pixels": pixels, "random": random})
 
 
