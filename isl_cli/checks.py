@@ -69,7 +69,7 @@ def training_batch(batch_size: int, *, batch_norm: bool, sync_bn: bool = True) -
 
 def backbone_width(arch: str, width: float) -> None:
     """Refuse a width multiplier that leaves a ResNet stage with (almost) no channels."""
-    from isl_cli.models.resnet import CIFAR_STAGE_CHANNELS, scaled_channels
+    from isl_cli.models.names import CIFAR_STAGE_CHANNELS, scaled_channels
 
     finite_positive("--width", width)
     if arch == "alexnet" or not isinstance(width, (int, float)):
@@ -164,9 +164,9 @@ def writable_folder(out: Path, option: str = "--out", shown: Path | None = None)
         pass
 
 
-def features_options(cfg, *, imagenet: bool, device=None) -> None:
-    """Every train-features option, checked together before any data is read."""
-    from isl_cli.models.registry import check_arch_variant
+def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True) -> None:
+    """Every train-features option, checked together before any data is read (`machine`: also the memory)."""
+    from isl_cli.models.names import check_arch_variant
 
     cfg.validate()
     if cfg.num_workers < 0:
@@ -179,6 +179,8 @@ def features_options(cfg, *, imagenet: bool, device=None) -> None:
     if variant == "cifar" and cfg.arch != "alexnet":
         backbone_width(cfg.arch, cfg.width)
     training_batch(cfg.batch_size, batch_norm=True, sync_bn=cfg.sync_bn)
+    if not machine:
+        return
     needed = backbone_training_bytes(cfg.arch, variant, cfg.low_dim, cfg.width)
     fits_in_memory(f"--arch {cfg.arch} --width {cfg.width:g} (weights, gradients and momentum)", needed, device)
 
@@ -193,14 +195,17 @@ def val_split_leaves_keys(val_split: float, num_images: int) -> None:
                        f"none to train the kNN keys on; use at most {(num_images - 1) / num_images:.3g}")
 
 
-def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = None) -> None:
-    """Every option of `isl run` (all stages and the final evaluation), checked before any work."""
+def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = None, machine: bool = True) -> None:
+    """Every option of `isl run` (all stages and the final evaluation), checked before any work.
+
+    `machine=False` checks the options alone (no torch import, no memory estimate), so that a typo exits at once.
+    """
     try:
         config.gan.validate()
     except IslError as exc:  # `isl run` names the GAN's options --gan-*
         raise IslError(re.sub(r"--(lr|epochs|max-epochs)\b", r"--gan-\1", str(exc))) from None
     config.validate()
-    features_options(config.features, imagenet=imagenet, device=device)
+    features_options(config.features, imagenet=imagenet, device=device, machine=machine)
     training_batch(config.gan.batch_size, batch_norm=False)
     for stage in (config.features, config.gan, config.mine):
         if stage.num_workers < 0:

@@ -15,7 +15,7 @@ from isl_cli.linear_probe import (
     score,
     train_linear_probe,
 )
-from isl_cli.models import ARCHS, build_backbone
+from isl_cli.models.registry import ARCHS, build_backbone
 from isl_cli.models.pooled import PooledFeatures
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,18 +9,10 @@ import torch
 import torchvision
 from torch import nn
 
-from isl_cli.models import (
-    ARCHS,
-    VARIANTS,
-    AlexNetBackbone,
-    CifarResNet,
-    Discriminator,
-    Generator,
-    build_backbone,
-    input_size,
-    num_parameters,
-    variant_for_image_size,
-)
+from isl_cli.models.alexnet import AlexNetBackbone
+from isl_cli.models.gan import Discriminator, Generator
+from isl_cli.models.registry import ARCHS, VARIANTS, build_backbone, input_size, num_parameters, variant_for_image_size
+from isl_cli.models.resnet import CifarResNet
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

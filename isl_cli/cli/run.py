@@ -86,19 +86,11 @@ def run(
     batch 256 in every stage, weight decay 1e-4, kNN every 2 epochs with k 1, tau = R = 0.3); the log and the summary
     say so, and --variant cifar keeps the 32x32 ones.
     """
-    from isl_cli.device import resolve_device
-    from isl_cli.engine.schedule import RunJob, run_schedule
-    from isl_cli.locks import acquire
-    from isl_cli.threads import apply_threads
-
-    apply_threads(threads)
-
     data_root = root or default_root()
     data_dir = data or data_root / dataset
     run_dir = run_dir or Path("runs") / dataset
-    compute_device = resolve_device(device)
 
-    def configs(imagenet: bool) -> RunConfig:
+    def configs(imagenet: bool, device=None, machine: bool = True) -> RunConfig:
         features, gan, mine = preset_configs(preset, imagenet)
         features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
                             lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
@@ -112,7 +104,7 @@ def run(
         config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
                            eval_ks=tuple(k or [200]))
         # every stage's options, before any data is read or any folder is made
-        checks.run_options(config, imagenet=imagenet, device=compute_device, run_dir=run_dir)
+        checks.run_options(config, imagenet=imagenet, device=device, run_dir=run_dir, machine=machine)
         return config
 
     prepared = (data_dir / "train.safetensors").exists()
@@ -120,9 +112,19 @@ def run(
         imagenet = variant == "imagenet"
     else:
         imagenet = dataset_is_imagenet(data_dir) if prepared else dataset == "imagenet"
-    config = configs(imagenet)
     if linear_probe and no_linear_probe:
         raise IslError("--linear-probe and --no-linear-probe contradict each other; give one")
+    checks.finite_positive("--threads", threads)
+    configs(imagenet, machine=False)  # the options alone first, before torch is even imported: a typo exits at once
+
+    from isl_cli.device import resolve_device
+    from isl_cli.engine.schedule import RunJob, run_schedule
+    from isl_cli.locks import acquire
+    from isl_cli.threads import apply_threads
+
+    apply_threads(threads)
+    compute_device = resolve_device(device)
+    config = configs(imagenet, compute_device)  # then what needs the machine: memory, the device
     probe = linear_probe or (preset == "quick" and not no_linear_probe)
     acquire(run_dir)  # one `isl run` per run folder, after the option checks, before any work (released at exit)
     if not prepared:
@@ -131,7 +133,7 @@ def run(
         data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
                                    progress=not quiet, allow_download=False)
         if dataset_is_imagenet(data_dir, variant) != imagenet:
-            config = configs(not imagenet)
+            config = configs(not imagenet, compute_device)
     job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=compute_device,
                  overwrite=overwrite, progress=not quiet, resume_command=_rerun_command(),
                  linear_probe=probe)

@@ -16,19 +16,10 @@ from torch import nn
 from isl_cli.models.alexnet import CIFAR_ALEXNET_INPUT, IMAGENET_ALEXNET_INPUT, AlexNetBackbone
 from isl_cli.models.resnet import CifarResNet, imagenet_resnet
 
-ARCHS = ("resnet18", "resnet50", "alexnet")
-VARIANTS = ("cifar", "imagenet")
+from isl_cli.models.names import ARCHS, VARIANTS, check_arch_variant
 SMALL_IMAGE_MAX = 64  # images up to this size use the "cifar" variants
 IMAGENET_RESNET_INPUT = 224
 CIFAR_INPUT = 32
-
-
-def check_arch_variant(arch: str, variant: str) -> None:
-    """Raise ValueError for an unknown arch or variant name."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown backbone variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
 def variant_for_image_size(image_size: int) -> str:

@@ -28,7 +28,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-CIFAR_STAGE_CHANNELS = (64, 128, 256, 512)
+from isl_cli.models.names import CIFAR_STAGE_CHANNELS, scaled_channels
+
 CIFAR_BLOCKS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
@@ -65,11 +66,6 @@ def validate_width(width: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"width must be a positive, finite number, got {width!r}")
     return value
-
-
-def scaled_channels(channels: int, width: float) -> int:
-    """Channels times the width multiplier, rounded, at least 1 (64 x 0.25 -> 16)."""
-    return max(1, int(round(channels * width)))
 
 
 def check_image_batch(x: torch.Tensor, who: str) -> None:
