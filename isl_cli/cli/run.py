@@ -20,7 +20,7 @@ from isl_cli.cli.common import (
     err_console,
 )
 from isl_cli import checks
-from isl_cli.config import RunConfig, override, preset_configs
+from isl_cli.config import PRESET_ROUNDS, RunConfig, override, preset_configs
 from isl_cli.errors import IslError
 
 Opt = typer.Option
@@ -28,8 +28,8 @@ Opt = typer.Option
 
 def run(
     dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
-    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.125, 6 epochs a round, 2 GAN epochs, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in under 5 minutes on a CPU (a smoke-scale run: see the README for what it can and cannot show).")] = "paper",
-    rounds: Annotated[int, Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors.")] = 4,
+    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show).")] = "paper",
+    rounds: Annotated[Optional[int], Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors [paper: 4; quick: 2].", show_default=False)] = None,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
@@ -101,7 +101,8 @@ def run(
         mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
                         max_passes=max_passes, quota_check=quota_check, num_draws=num_draws, batch_size=batch_size,
                         num_workers=workers, seed=seed)
-        config = RunConfig(dataset=dataset, preset=preset, rounds=rounds, features=features, gan=gan, mine=mine,
+        config = RunConfig(dataset=dataset, preset=preset, rounds=PRESET_ROUNDS[preset] if rounds is None else rounds,
+                           features=features, gan=gan, mine=mine,
                            eval_ks=tuple(k or [200]))
         # every stage's options, before any data is read or any folder is made
         checks.run_options(config, imagenet=imagenet, device=device, run_dir=run_dir, machine=machine)
