@@ -111,13 +111,27 @@ def available_memory(device=None) -> int | None:
         return None
 
 
-def fits_in_memory(what: str, needed: int, device=None) -> None:
-    """Refuse work whose tensors alone need more memory than `device` has free."""
+def fits_in_memory(what: str, needed: int, device=None, estimate: str = "about") -> None:
+    """Refuse work whose tensors alone need more memory than `device` has free (`estimate`: about | at least)."""
     free = available_memory(device)
     if free is not None and needed > free:
         where = "GPU" if device is not None and getattr(device, "type", "") == "cuda" else "host"
-        raise IslError(f"{what} needs about {format_bytes(needed)} of memory, but the {where} has "
+        raise IslError(f"{what} needs {estimate} {format_bytes(needed)} of memory, but the {where} has "
                        f"{format_bytes(free)} free; choose a smaller size")
+
+
+def backbone_bytes_lower_bound(arch: str, variant: str, width: float) -> int | None:
+    """A torch-free lower bound on backbone_training_bytes for the width-scaled CIFAR ResNets (else None).
+
+    Both depths hold at least three c x c x 3 x 3 convolutions in their last stage (c = 512 x width), each with
+    its gradient and SGD momentum in fp32.
+    """
+    from isl_cli.models.names import CIFAR_STAGE_CHANNELS, scaled_channels
+
+    if variant != "cifar" or arch not in ("resnet18", "resnet50"):
+        return None
+    c = scaled_channels(CIFAR_STAGE_CHANNELS[-1], width)
+    return 3 * (3 * c * c * 9) * 4
 
 
 def backbone_training_bytes(arch: str, variant: str, low_dim: int, width: float) -> int:
@@ -179,10 +193,14 @@ def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True) 
     if variant == "cifar" and cfg.arch != "alexnet":
         backbone_width(cfg.arch, cfg.width)
     training_batch(cfg.batch_size, batch_norm=True, sync_bn=cfg.sync_bn)
-    if not machine:
+    what = f"--arch {cfg.arch} --width {cfg.width:g} (weights, gradients and momentum)"
+    if not machine:  # no torch yet: an impossible width is still refused at once, from a lower bound
+        bound = backbone_bytes_lower_bound(cfg.arch, variant, cfg.width)
+        if bound is not None:
+            fits_in_memory(what, bound, estimate="at least")
         return
     needed = backbone_training_bytes(cfg.arch, variant, cfg.low_dim, cfg.width)
-    fits_in_memory(f"--arch {cfg.arch} --width {cfg.width:g} (weights, gradients and momentum)", needed, device)
+    fits_in_memory(what, needed, device)
 
 
 def val_split_leaves_keys(val_split: float, num_images: int) -> None:

@@ -259,3 +259,13 @@ def test_report_from_another_folder_takes_data(tiny_data, features_file, tmp_pat
     result = run_isl("report", run_dir, "--device", "cpu", "--data", tiny_data, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert (run_dir / "retrieval.png").exists()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_torch_free_memory_bound_never_exceeds_the_counted_size(arch):
+    from isl_cli.checks import backbone_bytes_lower_bound, backbone_training_bytes
+
+    for width in (0.0625, 0.25, 1.0, 3.0):
+        bound = backbone_bytes_lower_bound(arch, "cifar", width)
+        assert 0 < bound <= backbone_training_bytes(arch, "cifar", 128, width)
+    assert backbone_bytes_lower_bound(arch, "imagenet", 1.0) is None
