@@ -69,10 +69,10 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
     _refuse_data_inside_run_dir(job)
+    _claim_run_dir(job)
     log(resolve(cfg.features.amp, cfg.features.channels_last, job.device).describe())  # every stage's precision
     if cfg.features.variant == "imagenet":
         log(run_line(cfg.features, cfg.mine))
-    _claim_run_dir(job)
     timings: dict[str, float] = _load_timings(job.run_dir)
     _baselines(job)
     last = cfg.rounds - 1
