@@ -176,7 +176,8 @@ def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
         if any(v is not None for v in similarity):
             right.plot(rounds, similarity, marker="^", linestyle=":", color="tab:green",
                        label="as many by plain similarity")
-        right.plot(rounds, chance, linestyle="--", color="grey", label="chance")
+        # a mark as well as a line: a run with one mining round has no line to draw
+        right.plot(rounds, chance, linestyle="--", marker="_", markersize=14, color="grey", label="chance")
         right.set_ylim(0, 100)
         right.legend(fontsize=8)
     else:
