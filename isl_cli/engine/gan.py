@@ -110,7 +110,6 @@ def train_gan(job: GanJob) -> GanResult:
     loaded = open_features(job.features, job.device, job.data_dir)
     if not loaded.artifact.meta.get("complete", True):
         raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
-    _require_finite(loaded, job.features)
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="gan")
     if loaded.spec.variant == "imagenet" and plan != "done":
@@ -137,17 +136,6 @@ def train_gan(job: GanJob) -> GanResult:
     _save(job, state, job.out, loaded, complete=True)
     partial.unlink(missing_ok=True)
     return GanResult(job.out, state.round, state.g_losses, state.d_losses, state.stop_reason)
-
-
-def _require_finite(loaded: LoadedFeatures, path: Path) -> None:
-    """Refuse a features file whose bank or backbone holds NaN/inf (the GAN loss would fail deep inside)."""
-    if not bool(torch.isfinite(loaded.memory).all()):
-        raise IslError(f"{path}: its memory bank holds NaN or infinite values; retrain it (train-features) or use "
-                       "an earlier round's file")
-    for name, tensor in loaded.model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise IslError(f"{path}: its backbone weight {name} holds NaN or infinite values; retrain it "
-                           "(train-features) or use an earlier round's file")
 
 
 def _graph(job: GanJob, loaded: LoadedFeatures) -> NeighborGraph:
