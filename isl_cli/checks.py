@@ -75,8 +75,9 @@ def backbone_width(arch: str, width: float) -> None:
     if arch == "alexnet" or not isinstance(width, (int, float)):
         return  # the AlexNets refuse any width but 1.0 themselves
     first = CIFAR_STAGE_CHANNELS[0]
-    if int(round(first * width)) < MIN_BASE_CHANNELS:
-        raise IslError(f"--width {width} leaves the first stage {scaled_channels(first, width)} of {first} channels; "
+    kept = scaled_channels(first, width)
+    if kept < MIN_BASE_CHANNELS:
+        raise IslError(f"--width {width} leaves the first stage {kept} of {first} channels; "
                        f"the smallest width that trains is {MIN_BASE_CHANNELS / first:g} "
                        f"({MIN_BASE_CHANNELS} channels)")
 
@@ -183,8 +184,6 @@ def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True) 
     from isl_cli.models.names import check_arch_variant
 
     cfg.validate()
-    if cfg.num_workers < 0:
-        raise IslError(f"--workers must not be negative, got {cfg.num_workers}")
     variant = "imagenet" if imagenet else "cifar"
     try:
         check_arch_variant(cfg.arch, variant)
@@ -225,8 +224,5 @@ def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = N
     config.validate()
     features_options(config.features, imagenet=imagenet, device=device, machine=machine)
     training_batch(config.gan.batch_size, batch_norm=False)
-    for stage in (config.features, config.gan, config.mine):
-        if stage.num_workers < 0:
-            raise IslError(f"--workers must not be negative, got {stage.num_workers}")
     if run_dir is not None:
         writable_folder(Path(run_dir) / "summary.json", "--run-dir", shown=Path(run_dir))

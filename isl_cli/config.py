@@ -62,6 +62,7 @@ class FeaturesConfig:
             raise IslError(f"--amp must be none, bf16, fp16 or auto, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
             raise IslError(f"--variant must be cifar or imagenet, got {self.variant!r}")
+        _workers(self)
         return self
 
 
@@ -82,6 +83,7 @@ class GanConfig:
         _positive_float(self, "lr")
         if self.epochs is not None and self.epochs <= 0:
             raise IslError(f"--epochs must be positive, got {self.epochs}")
+        _workers(self)
         return self
 
 
@@ -110,6 +112,7 @@ class MineConfig:
             raise IslError(f"--base-radius must be in [0, 1], got {self.base_radius}")
         if not math.isfinite(self.per_round) or self.per_round <= 0:
             raise IslError(f"--per-round must be positive and finite, got {self.per_round}")
+        _workers(self)
         return self
 
 
@@ -202,6 +205,11 @@ def _positive(cfg: Any, *names: str) -> None:
         value = getattr(cfg, name)
         if value is None or not math.isfinite(value) or value <= 0:  # NaN: `nan <= 0` is False
             raise IslError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
+
+
+def _workers(cfg: Any) -> None:
+    if cfg.num_workers < 0:
+        raise IslError(f"--workers must not be negative, got {cfg.num_workers}")
 
 
 def _finite_at_least_zero(value: float) -> bool:

@@ -175,7 +175,7 @@ def plan_output(out: Path, partial: Path, *, resume: bool, overwrite: bool, kind
     Never destroys anything: an existing output or an interrupted run's checkpoint
     is only replaced with --overwrite.
     """
-    from isl_cli.artifacts import read_header
+    from isl_cli.artifacts import read_header, refuse_existing
 
     if resume:
         if partial.exists():
@@ -188,8 +188,7 @@ def plan_output(out: Path, partial: Path, *, resume: bool, overwrite: bool, kind
     if partial.exists() and not overwrite:
         raise IslError(f"{partial}: an interrupted run of this stage is here; add --resume to continue it, "
                        "or --overwrite to start over")
-    if out.exists() and not overwrite:
-        raise IslError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
+    refuse_existing(out, overwrite)
     return "fresh"
 
 

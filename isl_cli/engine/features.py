@@ -27,6 +27,7 @@ import torch
 from isl_cli import distributed
 from isl_cli.artifacts import atomic_write_bytes
 from isl_cli.bank import MemoryBank
+from isl_cli.checks import val_split_leaves_keys
 from isl_cli.checkpoints import (
     features_header,
     features_id,
@@ -143,8 +144,6 @@ def train_features(job: FeaturesJob) -> FeaturesResult:
     """Run (or resume) the feature-learning stage and write the features artifact."""
     resolve(job.config.amp, job.config.channels_last, job.device)  # refuses a bad --amp before any work
     train, test, fingerprint = load_train_test(job.data_dir)
-    from isl_cli.checks import val_split_leaves_keys
-
     val_split_leaves_keys(job.config.val_split, len(train))
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="features")

@@ -26,10 +26,9 @@ import torch
 from isl_cli import distributed
 from isl_cli.artifacts import fingerprint_tensors, read_header
 from isl_cli.checkpoints import load_gan, load_neighbors, metrics_path, partial_path, save_neighbors
-from isl_cli.engine.common import features_inputs
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
-from isl_cli.engine.common import batch_source, batch_triplets, open_features, plan_output
+from isl_cli.engine.common import batch_source, batch_triplets, features_inputs, open_features, plan_output
 from isl_cli.engine.imagenet_note import mine_line
 from isl_cli.engine.progress import Throughput, graceful_interrupt, log, make_progress
 from isl_cli.engine.state import derive_seed, generator_for, load_module
@@ -38,8 +37,8 @@ from isl_cli.locks import writes
 from isl_cli.mining import propose_pairs, quota
 from isl_cli.models.gan import Discriminator, Generator
 from isl_cli.neighbors import NeighborGraph, graph_stats
-from isl_cli.similarity_pairs import similarity_rival
 from isl_cli.precision import resolve
+from isl_cli.similarity_pairs import similarity_rival
 
 
 @dataclass
@@ -82,8 +81,6 @@ def mine_neighbors(job: MineJob) -> MineResult:
     precision = resolve(job.amp, job.channels_last, job.device)
     partial = partial_path(job.out)
     plan = plan_output(job.out, partial, resume=job.resume, overwrite=job.overwrite, kind="neighbors")
-    if job.neighbors is not None and Path(job.neighbors).resolve() == Path(job.out).resolve():
-        raise IslError("--out must differ from --neighbors: mining never touches the old file")
     if plan == "done":
         log(f"{job.out} is already complete; nothing to resume")
         return _done_result(job.out)
