@@ -28,8 +28,8 @@ from bench_step import backbone_spec, parse_args, stored_batch, synchronizer  # 
 from isl_cli.bank import MemoryBank  # noqa: E402
 from isl_cli.config import GanConfig, MineConfig  # noqa: E402
 from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, BatchAugment  # noqa: E402
-from isl_cli.engine.common import batch_triplets  # noqa: E402
-from isl_cli.engine.gan import _gan_step, _GanState  # noqa: E402
+from isl_cli.triplets import batch_triplets  # noqa: E402
+from isl_cli.engine.gan import GanState, gan_step  # noqa: E402
 from isl_cli.mining import propose_pairs  # noqa: E402
 from isl_cli.models.gan import Discriminator, Generator  # noqa: E402
 from isl_cli.neighbors import NeighborGraph  # noqa: E402
@@ -49,9 +49,9 @@ def main() -> int:
     augment = BatchAugment(32, CIFAR_MEAN, CIFAR_STD)
     gan_cfg, mine_cfg = GanConfig(), MineConfig()
     gen_net, dis_net = Generator(DIM).to(device), Discriminator(DIM).to(device)
-    state = _GanState(cfg=gan_cfg, generator=gen_net, discriminator=dis_net,
-                      opt_g=torch.optim.Adam(gen_net.parameters(), lr=gan_cfg.lr),
-                      opt_d=torch.optim.Adam(dis_net.parameters(), lr=gan_cfg.lr), round=0, features_id="bench")
+    state = GanState(cfg=gan_cfg, generator=gen_net, discriminator=dis_net,
+                     opt_g=torch.optim.Adam(gen_net.parameters(), lr=gan_cfg.lr),
+                     opt_d=torch.optim.Adam(dis_net.parameters(), lr=gan_cfg.lr), round=0, features_id="bench")
     draw_gen = torch.Generator(device=device).manual_seed(1)
     with torch.no_grad():
         anchors = model(augment(stored, generator))  # (B, D)
@@ -68,7 +68,7 @@ def main() -> int:
         sync()
 
     def gan_update() -> None:
-        _gan_step(state, a, p, n)
+        gan_step(state, a, p, n)
         sync()
 
     def mine_rule() -> None:

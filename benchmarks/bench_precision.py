@@ -8,7 +8,7 @@ Setting: resnet18 (32x32 variant), D = 128, B = 128, N = 50,000 (--num-images;
 5,000 for shapes and cifar10-mini), the graph of bench_loss.py. The bank, the
 softmax over N and the ISL loss stay fp32 by design, so the larger N, the more
 of the fast step they take (--profile shows the split). Each stage is timed with its own code, from stored uint8 images:
-  train step       augmentation + train-features' `_train_step` (forward, logits over
+  train step       augmentation + train-features' `train_step` (forward, logits over
                    the bank, ISL loss, backward, SGD, bank update), round 1
   GAN / mining     augmentation + the backbone forward in eval mode, no grad: the
   forward          forward of every GAN batch and every mining batch (the same pass)
@@ -36,7 +36,7 @@ from bench_loss import BATCH, NUM_ITEMS, interleaved, verdict  # noqa: E402
 from bench_step import backbone_spec, make_state, parse_args, stored_batch, synchronizer  # noqa: E402
 
 from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, BatchAugment, normalize  # noqa: E402
-from isl_cli.engine.features import _train_step  # noqa: E402
+from isl_cli.engine import features  # noqa: E402
 from isl_cli.precision import FP32, Precision, resolve  # noqa: E402
 from isl_cli.threads import apply_threads  # noqa: E402
 
@@ -67,7 +67,7 @@ def stage_functions(precision: Precision, device: torch.device, width: float, st
     plain = normalize(stored.repeat(2, 1, 1, 1)[:EVAL_BATCH], CIFAR_MEAN, CIFAR_STD)  # (256, 3, 32, 32) float
 
     def train_step() -> None:
-        _train_step(state, indices, augment(stored, generator), plain=False)
+        features.train_step(state, indices, augment(stored, generator), plain=False)
         sync()
 
     @torch.no_grad()

@@ -5,7 +5,7 @@ Run: python benchmarks/bench_step.py [--repeats 15] [--device cpu|cuda] [--width
 
 Setting: resnet18 (32x32 variant, --width 0.25), D = 128, B = 128, a bank of
 N = 50,000 rows, the graph of bench_loss.py (85% of images have 2
-neighbours). The step is the stage's own `_train_step`: forward, logits over
+neighbours). The step is the stage's own `train_step`: forward, logits over
 the bank, loss, backward, SGD step, bank update. Augmentation of the 128
 stored uint8 images (the 32x32 recipe, parameters drawn on the CPU) is timed
 on its own and reported as a share of the step. Targets:
@@ -30,8 +30,9 @@ from bench_loss import BATCH, DIM, NUM_ITEMS, interleaved, make_benchmark_graph,
 from isl_cli.bank import MemoryBank  # noqa: E402
 from isl_cli.config import FeaturesConfig  # noqa: E402
 from isl_cli.data.augment import CIFAR_MEAN, CIFAR_STD, BatchAugment  # noqa: E402
-from isl_cli.engine.common import BackboneSpec  # noqa: E402
-from isl_cli.engine.features import _State, _train_step  # noqa: E402
+from isl_cli.models.spec import BackboneSpec  # noqa: E402
+from isl_cli.engine.features import train_step  # noqa: E402
+from isl_cli.engine.features_state import FeaturesState  # noqa: E402
 
 STEP_TARGET, AUGMENT_TARGET = 1.15, 0.10
 
@@ -67,7 +68,7 @@ def stored_batch(device: torch.device, generator: torch.Generator) -> tuple[torc
     return stored, torch.randperm(NUM_ITEMS, generator=generator)[:BATCH].to(device)
 
 
-def make_state(device: torch.device, width: float, generator: torch.Generator, num_items: int = NUM_ITEMS) -> _State:
+def make_state(device: torch.device, width: float, generator: torch.Generator, num_items: int = NUM_ITEMS) -> FeaturesState:
     """A freshly initialised round-1 stage state, as train-features builds it, with a bank of `num_items` rows."""
     cfg = FeaturesConfig(width=width)
     spec = backbone_spec(width)
@@ -77,8 +78,8 @@ def make_state(device: torch.device, width: float, generator: torch.Generator, n
     graph, _ = make_benchmark_graph(num_items, generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
-    return _State(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph.to(device), optimizer=optimizer,
-                  scheduler=scheduler, round=1)
+    return FeaturesState(cfg=cfg, spec=spec, model=model, bank=bank, graph=graph.to(device), optimizer=optimizer,
+                         scheduler=scheduler, round=1)
 
 
 def main() -> int:
@@ -93,11 +94,11 @@ def main() -> int:
     with_neighbours = int((state.graph.degrees()[indices] > 1).sum())
 
     def isl_step() -> None:
-        _train_step(state, indices, images, plain=False)
+        train_step(state, indices, images, plain=False)
         sync()
 
     def instance_step() -> None:
-        _train_step(state, indices, images, plain=True)
+        train_step(state, indices, images, plain=True)
         sync()
 
     def augment_batch() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracles  # noqa: E402
 from bench_loss import DIM, NUM_ITEMS, make_benchmark_graph, interleaved, time_once, verdict  # noqa: E402
 
-from isl_cli.triplets import build_triplets  # noqa: E402
+from isl_cli.triplets import batch_triplets  # noqa: E402
 
 BATCH, NUM_DRAWS = 128, 4096
 
@@ -39,7 +39,7 @@ def main() -> int:
     print(f"N={NUM_ITEMS} D={DIM} B={BATCH} K={NUM_DRAWS}; torch threads={torch.get_num_threads()}")
 
     def sample() -> None:
-        build_triplets(anchors, indices, memory, graph, NUM_DRAWS, draw_generator)
+        batch_triplets(anchors, indices, memory, graph, NUM_DRAWS, draw_generator)
 
     times = interleaved({"sample": sample}, repeats=10)["sample"]
     best = min(times)

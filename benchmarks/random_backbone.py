@@ -18,7 +18,7 @@ import torch
 
 from isl_cli.artifacts import write_artifact
 from isl_cli.data.store import dataset_header
-from isl_cli.engine.common import resolve_spec
+from isl_cli.models.spec import resolve_spec
 from isl_cli.engine.state import derive_seed
 
 

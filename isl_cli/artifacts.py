@@ -296,20 +296,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 
 
-def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append one JSON line (a metrics log entry) and fsync it (rank 0 only under data parallelism)."""
-    from isl_cli import distributed
-
-    if not distributed.context().is_main:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(dict(record), sort_keys=True, default=_json_default) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -12,18 +12,11 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 def resolve_device(name: str = "auto") -> torch.device:
     """Map `auto|cpu|cuda|mps` (or `cuda:N`) to an available torch device.
 
-    `auto` picks CUDA when present, then Apple's MPS, else the CPU.
+    `auto` picks CUDA when present, then Apple's MPS, else the CPU. It only
+    resolves: joining a torchrun process group is the command's first step
+    (`isl_cli.cli.common.compute_device`), not a side effect of this getter.
     """
     name = (name or "auto").lower()
-    from isl_cli import distributed
-
-    if distributed.launched_by_torchrun():
-        joined = distributed.setup(name)
-        if joined is not None:
-            ctx, device = joined
-            if not ctx.is_main:
-                _quiet_consoles()
-            return device
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -42,12 +35,3 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError as exc:
         raise IslError(f"bad device {name!r}: {exc}") from None
 
-
-def _quiet_consoles() -> None:
-    """Only rank 0 prints: silence the Rich consoles of the other ranks."""
-    from isl_cli.cli import common
-    from isl_cli.engine import progress
-
-    common.console.quiet = True
-    common.err_console.quiet = True
-    progress.quiet()

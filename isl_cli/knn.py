@@ -18,8 +18,6 @@ Determinism:
 - Among classes with equal weight sums, the lower class index wins (again a
   stable descending sort); top-5 takes the first 5 classes of that order.
 
-`knn_predict` returns the per-query class ranking (best 5) by the same rule.
-
 Unknown labels (-1) cannot be scored: `weighted_knn` raises ValueError when any
 query or key label is -1; `can_score(labels)` lets a caller check beforehand.
 """
@@ -320,38 +318,6 @@ def ranked_classes_by_chunk(
         neighbor_labels = key_labels[idx]  # (q, kmax)
         weights = torch.exp(sims / temperature)  # (q, kmax)
         yield start, [class_ranking(neighbor_labels[:, :k], weights[:, :k], num_classes) for k in used_ks]
-
-
-@torch.no_grad()
-def knn_predict(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    key_labels: torch.Tensor,
-    ks: Sequence[int] = (DEFAULT_K,),
-    temperature: float = 0.1,
-    num_classes: int | None = None,
-    *,
-    query_chunk: int = DEFAULT_QUERY_CHUNK,
-    key_chunk: int = DEFAULT_KEY_CHUNK,
-) -> dict[int, torch.Tensor]:
-    """Weighted-kNN class ranking of every query (same rule as `weighted_knn`).
-
-    Args: as `weighted_knn` (no query labels).
-
-    Returns:
-        {requested k: (Q, min(5, C)) int64 classes, best first (ties: lower class first)}.
-    """
-    requested, used_ks, num_classes, key_labels = prepare_knn(
-        queries, None, keys, key_labels, ks, temperature, num_classes, query_chunk, key_chunk
-    )
-    parts: list[list[torch.Tensor]] = [[] for _ in used_ks]
-    chunks = ranked_classes_by_chunk(
-        queries, keys, key_labels, used_ks, temperature, num_classes, query_chunk, key_chunk
-    )
-    for _, ranked in chunks:
-        for slot, best in enumerate(ranked):
-            parts[slot].append(best)
-    return {asked: torch.cat(parts[slot]) for slot, asked in enumerate(requested)}
 
 
 @torch.no_grad()

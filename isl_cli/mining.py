@@ -62,7 +62,7 @@ def propose_pairs(
 def quota(round_index: int, num_images: int, per_round: float = 0.5) -> int:
     """floor((round + 1) * per_round * N): mining stops once num_entries EXCEEDS it.
 
-    "Exceeds" is strict (`num_entries > quota`, see `quota_reached`); with the
+    "Exceeds" is strict (`quota_reached`, which the mining stage uses); with the
     floor this equals comparing with the unrounded real bound.
     """
     if round_index < 0 or num_images < 1 or per_round <= 0:

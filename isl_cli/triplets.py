@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from isl_cli import distributed
+from isl_cli.errors import IslError
 from isl_cli.neighbors import NeighborGraph
 
 #: Redraw rounds before the remaining rejected draws are sampled exactly from
@@ -129,29 +131,31 @@ def nearest_negatives(anchors: Tensor, draws: Tensor, memory: Tensor) -> Tensor:
     return torch.cat(best) if best else draws.new_empty(0)
 
 
-def build_triplets(
-    anchors: Tensor,
-    indices: Tensor,
-    memory: Tensor,
-    graph: NeighborGraph,
-    num_draws: int = 4096,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Anchor, positive M_i and nearest non-neighbour M_n for each image of a batch.
+def batch_triplets(anchors: Tensor, indices: Tensor, memory: Tensor, graph: NeighborGraph, num_draws: int,
+                   generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Anchor, positive M_i and nearest non-neighbour M_n for this rank's slice of a batch (section 5).
+
+    The K draws are made for the whole global batch from `generator` and then
+    sliced, so data-parallel ranks draw exactly the negatives one process would.
 
     Args:
-        anchors: (B, D) features of augmented views (no gradient needed).
-        indices: (B,) int64 image indices.
+        anchors: (b, D) features of augmented views (no gradient needed).
+        indices: (b,) int64 image indices of this rank's slice.
         memory: (N, D) bank.
         graph: neighbour graph.
         num_draws: K.
         generator: random generator for the draws.
 
     Returns:
-        a (B, D), p (B, D) = memory[indices], n (B, D) = memory[neg_idx], neg_idx (B,) int64.
+        a (b, D), p (b, D) = memory[indices], n (b, D) = memory[neg_idx], neg_idx (b,) int64.
     """
-    draws = draw_non_neighbors(indices, graph, num_draws, generator)  # (B, K)
-    negative_index = nearest_negatives(anchors, draws, memory)  # (B,)
+    all_indices, start = distributed.all_gather_with_offset(indices)  # (B,), offset of this slice
+    try:
+        draws = draw_non_neighbors(all_indices, graph, num_draws, generator)[start:start + len(indices)]  # (b, K)
+    except ValueError as exc:  # an image whose neighbour set holds every image has no negative
+        raise IslError(f"{exc}, so no negative can be drawn for it: the neighbour graph is too dense "
+                       "(mine with a higher --tau or --base-radius)") from None
+    negative_index = nearest_negatives(anchors, draws, memory)  # (b,)
     return anchors, memory[indices], memory[negative_index], negative_index
 
 

@@ -12,12 +12,10 @@ from pathlib import Path
 import torch
 
 from isl_cli import distributed
-from isl_cli.device import resolve_device
 from isl_cli.models.registry import build_backbone
 
 report = Path(sys.argv[1])
-device = resolve_device("cpu")
-ctx = distributed.context()
+ctx, device = distributed.setup("cpu")  # joins the torchrun group
 torch.manual_seed(0)
 model = build_backbone("resnet18", variant="cifar", low_dim=16, width=0.0625).double()
 reference = copy.deepcopy(model)  # one process, plain BatchNorm, whole batch

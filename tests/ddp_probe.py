@@ -12,21 +12,21 @@ import torch
 
 from isl_cli import distributed
 from isl_cli.config import FeaturesConfig
-from isl_cli.device import resolve_device
 from isl_cli.engine import features as stage
+from isl_cli.engine import features_state
 
 data, out, report = map(Path, sys.argv[1:4])
-device = resolve_device("cpu")  # joins the torchrun group
+_, device = distributed.setup("cpu")  # joins the torchrun group
 banks = []
-real_save = stage._save
+real_save = features_state.save
 
 
-def spy(job, state, path, fingerprint, complete):
+def spy(state, path, complete, fingerprint, data_dir):
     banks.append(state.bank.memory.clone())  # this rank's own bank, as held in memory
-    return real_save(job, state, path, fingerprint, complete)
+    return real_save(state, path, complete, fingerprint, data_dir)
 
 
-stage._save = spy
+features_state.save = spy
 config = FeaturesConfig(width=0.0625, low_dim=16, batch_size=48, epochs=1, eval_every=1, eval_k=20, num_workers=0)
 stage.train_features(stage.FeaturesJob(config=config, data_dir=data, out=out, device=device, progress=False))
 ctx = distributed.context()

@@ -12,7 +12,9 @@ import torch
 from conftest import TINY, assert_error_line
 from isl_cli.data.store import Split, save_dataset
 from isl_cli.engine.baselines import centred_pixels, pixel_baseline, pixel_mean, random_backbone, random_init_baseline
-from isl_cli.engine.common import BackboneSpec, embed, load_train_test
+from isl_cli.models.spec import BackboneSpec
+from isl_cli.engine.embedding import embed
+from isl_cli.engine.features_file import load_train_test
 
 CPU = torch.device("cpu")
 
@@ -115,7 +117,8 @@ def test_random_init_features_are_deterministic_by_seed(tiny_data):
 
 def test_random_baseline_takes_the_checkpoint_backbone_and_its_round0_start(tiny_data, tmp_path, cli):
     """With a CHECKPOINT, the random baseline is the network train-features started from (same seed)."""
-    from isl_cli.engine.features import _fresh_state, FeaturesJob
+    from isl_cli.engine.features import FeaturesJob
+    from isl_cli.engine.features_state import fresh
     from isl_cli.config import FeaturesConfig
 
     out = tmp_path / "r0.safetensors"
@@ -126,7 +129,7 @@ def test_random_baseline_takes_the_checkpoint_backbone_and_its_round0_start(tiny
     details = json.loads(result.stdout)["details"]
     assert (details["width"], details["low_dim"], details["seed"]) == (0.0625, 16, 4)
     cfg = FeaturesConfig(width=0.0625, low_dim=16, seed=4)
-    state = _fresh_state(FeaturesJob(config=cfg, data_dir=tiny_data, out=tmp_path / "x.safetensors", device=CPU),
+    state = fresh(FeaturesJob(config=cfg, data_dir=tiny_data, out=tmp_path / "x.safetensors", device=CPU),
                          load_train_test(tiny_data)[0], "")
     spec = BackboneSpec.from_meta(details | {"image_size": 32, "mean": [0.0] * 3, "std": [1.0] * 3})
     ours = random_backbone(spec, 4, CPU).state_dict()

@@ -109,7 +109,7 @@ def _copy_all(made: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
 def test_one_flipped_data_byte_is_refused_by_every_reader(made, tmp_path, cli):
     from isl_cli.checkpoints import load_gan, load_neighbors
     from isl_cli.data.store import load_split
-    from isl_cli.models.loading import load_backbone
+    from isl_cli.backbone_file import load_backbone
 
     files = _copy_all(made, tmp_path)
     data = files["dataset"].parent

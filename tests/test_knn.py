@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from isl_cli.knn import KnnResult, can_score, clamp_ks, knn_predict, topk_similar, weighted_knn
+from isl_cli.knn import (DEFAULT_KEY_CHUNK, DEFAULT_QUERY_CHUNK, KnnResult, can_score, clamp_ks, prepare_knn,
+                         ranked_classes_by_chunk, topk_similar, weighted_knn)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,6 +105,16 @@ def test_topk_similar_float32_and_validation():
     with pytest.raises(ValueError, match="key_chunk"):
         topk_similar(queries, keys, 1, key_chunk=0)
 
+
+
+def knn_predict(queries, keys, key_labels, ks, temperature, *, query_chunk=DEFAULT_QUERY_CHUNK,
+                key_chunk=DEFAULT_KEY_CHUNK):
+    """{k: (Q, <=5) classes, best first}: the ranking `weighted_knn` scores, from the function it calls."""
+    requested, used_ks, num_classes, key_labels = prepare_knn(queries, None, keys, key_labels, ks, temperature,
+                                                              None, query_chunk, key_chunk)
+    chunks = list(ranked_classes_by_chunk(queries, keys, key_labels, used_ks, temperature, num_classes,
+                                          query_chunk, key_chunk))
+    return {k: torch.cat([ranked[slot] for _, ranked in chunks]) for slot, k in enumerate(requested)}
 
 # ---------- weighted_knn against the oracle ----------
 @pytest.mark.parametrize("chunks", CHUNKINGS)

@@ -82,7 +82,7 @@ def test_run_summary_says_imagenet_settings(tmp_path, capsys):
 
     from isl_cli.cli.run import print_summary
     from isl_cli.config import RunConfig, to_dict
-    from isl_cli.engine.schedule import summarize
+    from isl_cli.engine.run_summary import summarize
 
     features, gan, mine = preset_configs("paper", imagenet=True)
     config = RunConfig(dataset="imagenet", features=features, gan=gan, mine=mine)

@@ -118,8 +118,8 @@ def test_rerun_of_a_finished_run_only_prints(reference_run, tiny_data, cli):
 
 
 def test_export_backbone_loads_with_one_call(reference_run, tmp_path, cli):
-    from isl_cli.engine.common import open_features
-    from isl_cli.models.loading import load_backbone
+    from isl_cli.engine.features_file import open_features
+    from isl_cli.backbone_file import load_backbone
 
     checkpoint = reference_run / "r1-features.safetensors"
     out = tmp_path / "backbone.safetensors"
@@ -136,7 +136,7 @@ def test_imagenet_resnet_keys_load_into_torchvision(tmp_path, tiny_data):
     import torchvision
 
     from isl_cli.checkpoints import save_features
-    from isl_cli.engine.common import BackboneSpec
+    from isl_cli.models.spec import BackboneSpec
     from isl_cli.engine.export import export_backbone
     from isl_cli.engine.state import module_tensors
 
@@ -162,7 +162,7 @@ def test_imagenet_resnet_keys_load_into_torchvision(tmp_path, tiny_data):
 def test_export_onnx_matches_pytorch(reference_run, tmp_path, cli):
     onnxruntime = pytest.importorskip("onnxruntime")  # skipped only without the onnx extra
     pytest.importorskip("onnx")
-    from isl_cli.engine.common import open_features
+    from isl_cli.engine.features_file import open_features
 
     checkpoint = reference_run / "r1-features.safetensors"
     out = tmp_path / "backbone.onnx"

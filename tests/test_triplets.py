@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 
 from isl_cli import triplets
 from isl_cli.neighbors import NeighborGraph
-from isl_cli.triplets import build_triplets, draw_non_neighbors, nearest_negatives
+from isl_cli.triplets import batch_triplets, draw_non_neighbors, nearest_negatives
 
 import oracles
 
@@ -116,7 +116,7 @@ def test_nearest_negatives_equals_the_loop_oracle(num_items, dim, num_draws, chu
     assert got.tolist() == expected
 
 
-def test_build_triplets_returns_anchor_own_row_and_nearest_allowed_negative():
+def test_batch_triplets_returns_anchor_own_row_and_nearest_allowed_negative():
     n, dim = 30, 6
     gen = torch.Generator().manual_seed(11)
     memory = F.normalize(torch.randn(n, dim, generator=gen), dim=1)
@@ -125,7 +125,7 @@ def test_build_triplets_returns_anchor_own_row_and_nearest_allowed_negative():
     graph = graph_of([(0, 1), (4, 5)], n)
     indices = torch.tensor([0, 4, 7])
     anchors = memory[indices].clone()
-    a, p, negative, neg_idx = build_triplets(anchors, indices, memory, graph, 400, torch.Generator().manual_seed(2))
+    a, p, negative, neg_idx = batch_triplets(anchors, indices, memory, graph, 400, torch.Generator().manual_seed(2))
     assert torch.equal(a, anchors) and torch.equal(p, memory[indices]) and torch.equal(negative, memory[neg_idx])
     sets = oracles.neighbour_sets([(0, 1), (4, 5)], n)
     for b, i in enumerate(indices.tolist()):
@@ -135,7 +135,7 @@ def test_build_triplets_returns_anchor_own_row_and_nearest_allowed_negative():
         assert neg_idx[b].item() == oracles.nearest_negative_oracle(anchors[b], allowed, memory)
 
 
-def test_build_triplets_agrees_with_the_loop_oracle_when_the_draws_cover_every_row():
+def test_batch_triplets_agrees_with_the_loop_oracle_when_the_draws_cover_every_row():
     # The oracle and the vectorised code use different random streams; compare what does not depend on them.
     rng = random.Random(5)
     n = 25
@@ -145,5 +145,5 @@ def test_build_triplets_agrees_with_the_loop_oracle_when_the_draws_cover_every_r
     indices = torch.tensor([rng.randrange(n) for _ in range(6)])
     anchors = F.normalize(torch.randn(6, 5, generator=torch.Generator().manual_seed(1)), dim=1)
     chosen = oracles.triplet_negatives_oracle(anchors, indices, memory, sets, 300, random.Random(0))
-    _, _, _, neg_idx = build_triplets(anchors, indices, memory, graph_of(pairs, n), 300, torch.Generator().manual_seed(0))
+    _, _, _, neg_idx = batch_triplets(anchors, indices, memory, graph_of(pairs, n), 300, torch.Generator().manual_seed(0))
     assert neg_idx.tolist() == chosen  # 300 draws over <= 25 rows find the best allowed row in both

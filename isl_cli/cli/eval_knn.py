@@ -112,7 +112,7 @@ def _baseline(name: str, checkpoint: Optional[Path], data: Optional[Path], ks: l
     from isl_cli.config import override, paper_features
     from isl_cli.data.store import dataset_header
     from isl_cli.engine.baselines import BASELINES, PIXELS, pixel_baseline, random_init_baseline
-    from isl_cli.engine.common import BackboneSpec, resolve_spec
+    from isl_cli.models.spec import BackboneSpec, resolve_spec
 
     if name not in BASELINES:
         raise IslError(f"--baseline must be one of {', '.join(BASELINES)}, got {name!r}")

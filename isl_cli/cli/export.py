@@ -30,7 +30,7 @@ def export(
     threads: ThreadsOpt = None,
 ) -> None:
     """Export the backbone (safetensors with architecture and normalisation in the metadata, loadable with
-    `isl_cli.models.loading.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
+    `isl_cli.backbone_file.load_backbone(PATH)`; ImageNet ResNet keys load into torchvision's resnet18/50 except
     the head; or ONNX) or the embeddings of a data set split (safetensors or .npy).
 
     The format follows OUT's suffix (.safetensors, .onnx, .npy); any other suffix needs --format. An existing OUT
@@ -38,7 +38,7 @@ def export(
     """
     from isl_cli.artifacts import refuse_existing, refuse_overwriting_inputs
     from isl_cli.device import resolve_device
-    from isl_cli.engine.common import features_inputs
+    from isl_cli.engine.features_file import features_inputs
     from isl_cli.engine.export import export_backbone, export_embeddings, npy_paths
     from isl_cli.errors import IslError
     from isl_cli.locks import holding

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from isl_cli.data.store import Split
-from isl_cli.engine.common import BackboneSpec, embed, load_train_test
+from isl_cli.models.spec import BackboneSpec
+from isl_cli.engine.embedding import embed
+from isl_cli.engine.features_file import load_train_test
 from isl_cli.engine.evaluation import EvalReport, score_features
 from isl_cli.engine.progress import make_progress
 from isl_cli.precision import FP32, Precision

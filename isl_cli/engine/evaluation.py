@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import torch
 
 from isl_cli.data.store import Split, load_split
-from isl_cli.engine.common import embed, open_features
+from isl_cli.engine.embedding import embed
+from isl_cli.engine.features_file import open_features
 from isl_cli.engine.progress import log, make_progress
 from isl_cli.knn import clamp_ks, weighted_knn
 from isl_cli.precision import resolve

@@ -11,7 +11,8 @@ import torch
 
 from isl_cli.artifacts import atomic_write, write_artifact
 from isl_cli.data.store import load_split
-from isl_cli.engine.common import embed, open_features
+from isl_cli.engine.embedding import embed
+from isl_cli.engine.features_file import open_features
 from isl_cli.engine.progress import log
 from isl_cli.errors import IslError
 from isl_cli.precision import resolve
@@ -30,7 +31,7 @@ def export_backbone(checkpoint: Path, out: Path, fmt: str, device: torch.device,
     if fmt == "safetensors":
         tensors = loaded.artifact.with_prefix("backbone.")
         meta = {"backbone": spec, "source": str(checkpoint), "round": loaded.artifact.meta.get("round"),
-                "load": "from isl_cli.models.loading import load_backbone; model, info = load_backbone(PATH)"}
+                "load": "from isl_cli.backbone_file import load_backbone; model, info = load_backbone(PATH)"}
         if spec["variant"] == "imagenet" and spec["arch"] in ("resnet18", "resnet50"):
             meta["torchvision"] = (f"keys except fc.* load into torchvision.models.{spec['arch']}() "
                                    "with load_state_dict(..., strict=False)")

@@ -20,7 +20,9 @@ import torch
 
 from isl_cli.artifacts import read_header
 from isl_cli.data.store import dataset_header, load_split
-from isl_cli.engine.common import BackboneSpec, embed, open_features
+from isl_cli.models.spec import BackboneSpec
+from isl_cli.engine.embedding import embed
+from isl_cli.engine.features_file import open_features
 from isl_cli.engine.progress import log, make_progress
 from isl_cli.errors import IslError
 from isl_cli.linear_probe import ProbeSettings, score, train_linear_probe
@@ -84,7 +86,7 @@ def open_backbone(path: Path, device: torch.device, data_dir: Path | None) -> Fr
         loaded = open_features(path, device, data_dir)
         workers = int(loaded.artifact.config.get("num_workers", 0))
         return FrozenBackbone(loaded.model, loaded.spec, kind, loaded.data_dir, workers)
-    from isl_cli.models.loading import load_backbone
+    from isl_cli.backbone_file import load_backbone
 
     if data_dir is None:
         raise IslError(f"{path}: an exported backbone does not say which data set to probe; pass --data DIR")

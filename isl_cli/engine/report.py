@@ -221,7 +221,8 @@ def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
 def _retrieval_figure(features: Path, path: Path, device: torch.device, num_queries: int, seed: int,
                       data_dir: Path | None = None) -> Path | None:
     from isl_cli.data.store import load_split
-    from isl_cli.engine.common import embed, open_features
+    from isl_cli.engine.embedding import embed
+    from isl_cli.engine.features_file import open_features
     from isl_cli.knn import topk_similar
 
     loaded = open_features(features, device, data_dir)
@@ -281,7 +282,3 @@ def _class_name(split, label: int) -> str:
         return split.classes[label][:10]
     return "?"
 
-
-def load_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None

@@ -18,8 +18,6 @@ resumes from its checkpoint, so the result equals an uninterrupted run's.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +27,26 @@ import torch
 
 from isl_cli.artifacts import atomic_write_json, read_header
 from isl_cli.checkpoints import partial_path
-from isl_cli.config import RunConfig, to_dict
+from isl_cli.config import RunConfig
 from isl_cli.engine.evaluation import evaluate_checkpoint
 from isl_cli.engine.features import FeaturesJob, train_features
 from isl_cli.engine.gan import GanJob, train_gan
 from isl_cli.engine.imagenet_note import run_line
 from isl_cli.engine.mine import MineJob, mine_neighbors
 from isl_cli.engine.progress import log
+from isl_cli.engine.run_folder import (
+    BASELINES_FILE,
+    FINAL_FILE,
+    FINAL_LINEAR_FILE,
+    SUMMARY_FILE,
+    claim_run_dir,
+    refuse_data_inside_run_dir,
+    stage_path,
+)
+from isl_cli.engine.run_summary import load_timings, summarize
 from isl_cli.errors import IslError
 from isl_cli.precision import resolve
 
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-FINAL_FILE = "final-knn.json"
-FINAL_LINEAR_FILE = "final-linear.json"
-BASELINES_FILE = "baselines.json"
 
 
 @dataclass
@@ -60,20 +63,15 @@ class RunJob:
     linear_probe: bool = False  # also the final linear probe (final-linear.json)
 
 
-def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
-    """`run_dir/r{round}-{stage}.safetensors`."""
-    return Path(run_dir) / f"r{round_index}-{stage}.safetensors"
-
-
 def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
-    _refuse_data_inside_run_dir(job)
-    _claim_run_dir(job)
+    refuse_data_inside_run_dir(job.data_dir, job.run_dir)
+    claim_run_dir(job.run_dir, job.config, job.data_dir, job.overwrite)
     log(resolve(cfg.features.amp, cfg.features.channels_last, job.device).describe())  # every stage's precision
     if cfg.features.variant == "imagenet":
         log(run_line(cfg.features, cfg.mine))
-    timings: dict[str, float] = _load_timings(job.run_dir)
+    timings: dict[str, float] = load_timings(job.run_dir)
     _baselines(job)
     last = cfg.rounds - 1
     for r in range(cfg.rounds):
@@ -115,7 +113,7 @@ def _baselines(job: RunJob) -> None:
     """Score centred pixels and the random-init backbone once per run folder (`baselines.json`)."""
     from isl_cli.data.store import dataset_header
     from isl_cli.engine.baselines import pixel_baseline, random_init_baseline
-    from isl_cli.engine.common import resolve_spec
+    from isl_cli.models.spec import resolve_spec
 
     path = job.run_dir / BASELINES_FILE
     if path.exists():
@@ -179,154 +177,3 @@ def _timed(timings: dict[str, float], key: str, stage) -> None:
     start = time.perf_counter()
     stage()
     timings[key] = timings.get(key, 0.0) + (time.perf_counter() - start)
-
-
-def _load_timings(run_dir: Path) -> dict[str, float]:
-    path = run_dir / "timings.json"
-    if path.exists():
-        try:
-            return {k: float(v) for k, v in json.loads(path.read_text()).items()}
-        except (ValueError, AttributeError):
-            return {}
-    return {}
-
-
-# --------------------------------------------------------------------------- run folder
-
-
-def _claim_run_dir(job: RunJob) -> None:
-    """Record the resolved config; refuse to mix with a folder that holds a different one."""
-    run_dir = job.run_dir
-    record = {"config": to_dict(job.config), "data_dir": str(job.data_dir)}
-    path = run_dir / CONFIG_FILE
-    if path.exists():
-        try:
-            existing = json.loads(path.read_text())
-        except ValueError:
-            existing = None
-        if existing != json.loads(json.dumps(record)):
-            if not job.overwrite:
-                diff = _config_diff(existing, record)
-                raise IslError(f"{run_dir} holds a run with a different config ({diff}); use another --run-dir, "
-                               "or --overwrite to discard that run")
-            _clear(run_dir)
-    elif run_dir.exists() and any(run_dir.glob("r*-*.safetensors")):
-        if not job.overwrite:
-            raise IslError(f"{run_dir} holds stage files but no {CONFIG_FILE}; use another --run-dir or --overwrite")
-        _clear(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, record)
-
-
-def _refuse_data_inside_run_dir(job: RunJob) -> None:
-    """The run folder may be emptied (--overwrite): it must never hold the data set it reads."""
-    data, run = Path(job.data_dir).resolve(), Path(job.run_dir).resolve()
-    if data == run or run in data.parents:
-        raise IslError(f"--run-dir {job.run_dir} holds the data set folder {job.data_dir}, which the run reads "
-                       "(and --overwrite would delete); choose another --run-dir")
-
-
-def _clear(run_dir: Path) -> None:
-    from isl_cli import distributed
-
-    log(f"[yellow]--overwrite: discarding the previous run in {run_dir}[/yellow]")
-    if not distributed.context().is_main:
-        distributed.barrier()
-        return
-    for child in run_dir.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    distributed.barrier()
-
-
-def _config_diff(old: Any, new: dict[str, Any]) -> str:
-    if not isinstance(old, dict):
-        return "unreadable config.json"
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k))
-    shown = ", ".join(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}" for k in keys[:3])
-    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
-    """Per-round figures from the artifacts' metadata (kNN, neighbours, precision, time)."""
-    timings = _load_timings(run_dir)
-    rows = []
-    for r in range(rounds):
-        row: dict[str, Any] = {"round": r}
-        features = stage_path(run_dir, r, "features")
-        if features.exists():
-            meta = read_header(features).meta
-            evals = [h for h in meta.get("history", []) if h.get("round") == r and "knn_top1" in h]
-            if evals:
-                row.update(knn_top1=evals[-1]["knn_top1"], knn_top5=evals[-1]["knn_top5"], knn_on=evals[-1]["knn_on"])
-            row["epochs"] = int(meta.get("stage_epochs", 0))
-            n = None
-            if meta.get("graph_entries") is not None:
-                n = _num_images(features)
-                row["neighbors_per_image"] = meta["graph_entries"] / n if n else None
-        gan = stage_path(run_dir, r, "gan")
-        if gan.exists():
-            gmeta = read_header(gan).meta
-            row["gan_epochs"] = gmeta.get("epochs")
-            row["gan_stop_reason"] = gmeta.get("stop_reason")
-        neighbors = stage_path(run_dir, r, "neighbors")
-        if neighbors.exists():
-            nmeta = read_header(neighbors).meta
-            stats = nmeta.get("stats", {})
-            n = nmeta.get("num_images")
-            row["mined_entries"] = stats.get("entries")
-            row["mined_neighbors_per_image"] = stats.get("entries", 0) / n if n else None
-            for key in ("precision", "new_precision", "chance_precision", "share_with_neighbors", "new_pairs",
-                        "passes", "similarity_precision", "similarity_pairs"):
-                row[f"mined_{key}"] = stats.get(key)
-        row["seconds"] = sum(v for k, v in timings.items() if k.startswith(f"r{r}-"))
-        rows.append(row)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "rounds": rows}
-    final = run_dir / FINAL_FILE
-    if final.exists():
-        summary["final"] = json.loads(final.read_text())
-    if (run_dir / FINAL_LINEAR_FILE).exists():
-        summary["final_linear"] = json.loads((run_dir / FINAL_LINEAR_FILE).read_text())
-    baselines = run_dir / BASELINES_FILE
-    if baselines.exists():
-        summary["baselines"] = json.loads(baselines.read_text())
-    summary["total_seconds"] = sum(timings.values())
-    config = _run_config(run_dir)
-    if config is not None:
-        imagenet = config.features.variant == "imagenet"
-        summary["settings"] = "imagenet" if imagenet else "cifar"
-        summary["settings_note"] = run_line(config.features, config.mine) if imagenet else None
-    return summary
-
-
-def _run_config(run_dir: Path) -> RunConfig | None:
-    """The run's resolved config from config.json (None when absent or unreadable)."""
-    from isl_cli.config import FeaturesConfig, MineConfig, from_dict
-
-    try:
-        config = json.loads((Path(run_dir) / CONFIG_FILE).read_text())["config"]
-        return RunConfig(features=from_dict(FeaturesConfig, config["features"]),
-                         mine=from_dict(MineConfig, config["mine"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _num_images(features: Path) -> int | None:
-    info = read_header(features).tensors.get("bank.memory")
-    return info.shape[0] if info else None

@@ -31,20 +31,6 @@ def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tens
     return {f"{prefix}.{k}": v.detach() for k, v in module.state_dict().items()}
 
 
-def load_module(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    """Load a state dict, turning a key or shape mismatch into an IslError."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise IslError(f"{what}: weights do not fit this architecture ({detail})")
-    for key, value in tensors.items():
-        if tuple(own[key].shape) != tuple(value.shape):
-            raise IslError(f"{what}: weight {key} has shape {list(value.shape)}, the model needs {list(own[key].shape)}")
-    module.load_state_dict(dict(tensors), strict=True)
-
-
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser's state into tensors (`prefix.<param>.<key>`) and JSON (param groups)."""
     state = optimizer.state_dict()

@@ -1,6 +1,6 @@
 """Load an exported backbone with one call (no isl checkpoint machinery needed).
 
-    from isl_cli.models.loading import load_backbone
+    from isl_cli.backbone_file import load_backbone
     model, info = load_backbone("backbone.safetensors")   # eval mode, CPU
     features = model(images)                                # (B, D), unit rows
 
@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from isl_cli.artifacts import read_artifact, require_finite
-from isl_cli.engine.common import BackboneSpec
-from isl_cli.engine.state import load_module
+from isl_cli.models.spec import BackboneSpec, load_module
 
 
 def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
