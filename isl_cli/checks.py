@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 
+from isl_cli.config import GanConfig, run_flags_named
 from isl_cli.errors import IslError
 
 MIN_BASE_CHANNELS = 4  # the first ResNet stage must keep at least this many channels (width >= 0.0625)
@@ -219,8 +219,8 @@ def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = N
     """
     try:
         config.gan.validate()
-    except IslError as exc:  # `isl run` names the GAN's options --gan-*
-        raise IslError(re.sub(r"--(lr|epochs|max-epochs)\b", r"--gan-\1", str(exc))) from None
+    except IslError as exc:  # `isl run` names some of the GAN's options otherwise (--gan-lr, ...)
+        raise IslError(run_flags_named(str(exc), GanConfig)) from None
     config.validate()
     features_options(config.features, imagenet=imagenet, device=device, machine=machine)
     training_batch(config.gan.batch_size, batch_norm=False)

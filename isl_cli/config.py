@@ -1,13 +1,16 @@
-"""Frozen configs of each stage, with the paper's defaults, and named presets.
+"""Frozen configs of each stage, with the paper's defaults, their command-line options, and named presets.
 
 Defaults are the reference implementation's (ISL-METHOD.md). `paper_defaults`
 picks the 32x32 or the ImageNet values; the `quick` preset shrinks the work
-for a CPU. Every field can be overridden from the command line.
+for a CPU. Every field but a derived one is an option of its stage's command
+and of `isl run`, declared once here with `option` (flag, help, name in `isl
+run`); `isl_cli.cli.options` turns the declarations into the commands' options.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -15,34 +18,119 @@ from isl_cli.errors import IslError
 
 PRESETS = ("paper", "quick")
 
+AMP_HELP = ("Precision of every backbone forward: none (fp32), bf16, auto (bf16 where the CPU or GPU does bf16 "
+            "natively, e.g. AVX512-BF16 or AMX, else fp32) or fp16 (CUDA only: a CPU emulates it, about 10x slower "
+            "than fp32, so it is refused there). The bank, the softmax over N, the losses, the GAN and the kNN stay "
+            "fp32. The stage's first log line says what was chosen and why.")
+CHANNELS_LAST_HELP = "channels-last memory format for the backbone (faster convolutions on CPUs and recent GPUs)."
+SEED_HELP = "Random seed; the same seed on CPU gives bit-identical results."
+BATCH_HELP = "Global batch size, summed over torchrun ranks [128; 256 for ImageNet]."
+WORKERS_HELP = "DataLoader workers for file-backed data sets."
+
+#: Options of `isl run` that set a field of several stages at once (one value for every stage), with their help.
+RUN_SHARED_HELP = {
+    "--batch-size": "Global batch size of every stage, summed over torchrun ranks [128; 256 for ImageNet].",
+    "--num-draws": "Negative candidates K drawn per image, GAN and mining [4096].",
+    "--workers": "DataLoader workers of every stage, for file-backed data sets.",
+    "--seed": "Seed of every stage; the same seed on CPU gives the same result.",
+}
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """How one config field is typed on the command line.
+
+    `flag` and `help` are the stage command's; `run_flag` and `run_help` are `isl run`'s (where fields of several
+    stages may share a flag listed in RUN_SHARED_HELP). An option is None unless typed (the preset's value stays),
+    except with a `cli_default`, which the command always passes (`--seed 0`). A bool field is a single flag that sets
+    the opposite of the field's default (`--channels-last`, `--no-sync-bn`).
+    """
+
+    flag: str
+    help: str
+    run_flag: str
+    run_help: str
+    cli_default: Any = None
+
+
+def option(default: Any, flag: str, help: str, *, run_flag: str | None = None, run_help: str | None = None,
+           cli_default: Any = None) -> Any:
+    """A config field that is an option: of its stage's command (`flag`) and of `isl run` (`run_flag`, else `flag`)."""
+    run_flag = run_flag or flag
+    run_help = RUN_SHARED_HELP.get(run_flag) or run_help or help
+    return field(default=default, metadata={"cli": CliOption(flag, help, run_flag, run_help, cli_default)})
+
+
+def derived(default: Any, why: str) -> Any:
+    """A config field that no option sets: `why` says where its value comes from."""
+    return field(default=default, metadata={"derived": why})
+
+
+def cli_options(cls: type) -> dict[str, CliOption]:
+    """Field name -> its option, for every option field of a config class (derived fields left out)."""
+    return {f.name: f.metadata["cli"] for f in fields(cls) if "cli" in f.metadata}
+
+
+def derived_fields(cls: type) -> frozenset[str]:
+    """Names of a config class's fields that are not options."""
+    return frozenset(f.name for f in fields(cls) if "derived" in f.metadata)
+
+
+def run_flags_named(text: str, cls: type) -> str:
+    """`text` (an error line naming a stage's options) with each option named as `isl run` names it (--gan-lr)."""
+    for opt in cli_options(cls).values():
+        if opt.run_flag != opt.flag:
+            text = re.sub(rf"(?<![\w-]){re.escape(opt.flag)}(?![\w-])", opt.run_flag, text)
+    return text
+
 
 @dataclass(frozen=True)
 class FeaturesConfig:
     """train-features: backbone, memory bank, ISL loss, SGD, LR plateau schedule."""
 
-    arch: str = "resnet18"
-    variant: str = "cifar"  # cifar (32x32 backbones) or imagenet
-    width: float = 1.0
-    low_dim: int = 128
-    image_size: int = 32  # network input side
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    temperature: float = 0.1
-    bank_momentum: float = 0.5
-    hp_weight: float = 0.5
-    eval_every: int = 5
-    eval_k: int = 200
-    lr_factor: float = 0.8
-    lr_patience: int = 1
-    val_split: float = 0.0
-    seed: int = 0
-    num_workers: int = 4
-    amp: str = "none"  # none | bf16 | fp16 | auto: autocast of every backbone forward (bank and loss stay fp32)
-    channels_last: bool = False
-    sync_bn: bool = True  # data parallel: batch norm over the global batch
+    arch: str = option("resnet18", "--arch", "resnet18, resnet50 or alexnet \\[default: resnet18].")
+    variant: str = option(
+        "cifar", "--variant",
+        "cifar (32x32 backbones) or imagenet; picked from the data unless given. File-backed data and images over 64 "
+        "px take the ImageNet settings (T 0.07, 100 epochs, batch 256, weight decay 1e-4, kNN every 2 epochs with k "
+        "1), and the log's first line says so; --variant cifar keeps the 32x32 ones.",
+        run_help="cifar or imagenet backbones and settings; picked from the data unless given (file-backed or over "
+                 "64 px: ImageNet settings).")
+    width: float = option(1.0, "--width", "Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).")
+    low_dim: int = option(128, "--low-dim", "Feature size D \\[default: 128].")
+    image_size: int = derived(32, "the network input side: the data set's image size, not an option")
+    epochs: int = option(200, "--epochs", "Epochs of this stage \\[paper: 200; 100 for ImageNet].",
+                         run_help="train-features epochs per round \\[paper: 200; 100 for ImageNet].")
+    batch_size: int = option(128, "--batch-size",
+                             "Global batch size, summed over torchrun ranks \\[paper: 128; 256 for ImageNet].")
+    lr: float = option(0.03, "--lr", "SGD learning rate \\[paper: 0.03].")
+    momentum: float = option(0.9, "--momentum", "SGD momentum [0.9].")
+    weight_decay: float = option(5e-4, "--weight-decay", "SGD weight decay [5e-4; 1e-4 for ImageNet].")
+    temperature: float = option(0.1, "--temperature", "Softmax temperature T [0.1; 0.07 for ImageNet].")
+    bank_momentum: float = option(0.5, "--bank-momentum", "Memory bank momentum m [0.5].")
+    hp_weight: float = option(0.5, "--hp-weight", "Weight of the hard-positive KL term [0.5].")
+    eval_every: int = option(5, "--eval-every",
+                             "kNN evaluation (and LR plateau step) every N epochs [5; 2 for ImageNet].")
+    eval_k: int = option(200, "--eval-k", "k of the kNN during training [200; 1 for ImageNet].")
+    lr_factor: float = option(0.8, "--lr-factor", "LR plateau cut factor [0.8].")
+    lr_patience: int = option(1, "--lr-patience", "Evaluations without improvement before the LR is cut [1].")
+    val_split: float = option(
+        0.0, "--val-split",
+        "The kNN that drives the LR scheduler queries this fraction of the TRAINING images instead of the test set. "
+        "The held-out images are still trained on (no labels are used in training); only their labels leave the "
+        "kNN's keys. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; "
+        "use this option for an honest protocol).",
+        run_help="Share of the training images whose kNN drives the LR scheduler (default: the test set, as the "
+                 "paper's code). They are still trained on; only their labels leave the kNN's keys.")
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
+    num_workers: int = option(4, "--workers", "DataLoader workers for file-backed data sets (ImageNet).")
+    # autocast of every backbone forward (bank and loss stay fp32)
+    amp: str = option("none", "--amp", AMP_HELP + " \\[paper preset: none; quick: auto].",
+                      run_help=AMP_HELP + " Applies to every stage's backbone \\[paper preset: none; quick: auto].")
+    channels_last: bool = option(False, "--channels-last", CHANNELS_LAST_HELP + " \\[paper preset: off; quick: on].",
+                                 run_help=CHANNELS_LAST_HELP + " Every stage \\[paper preset: off; quick: on].")
+    sync_bn: bool = option(True, "--no-sync-bn",  # data parallel: batch norm over the global batch
+                           "Under torchrun: batch norm per rank instead of over the global batch.")
 
     def validate(self) -> "FeaturesConfig":
         _positive(self, "epochs", "batch_size", "low_dim", "eval_every", "eval_k", "image_size")
@@ -70,13 +158,17 @@ class FeaturesConfig:
 class GanConfig:
     """train-gan: triplet GAN on frozen features."""
 
-    batch_size: int = 128
-    lr: float = 1e-4
-    num_draws: int = 4096
-    max_epochs: int = 200
-    epochs: int | None = None  # fixed number of epochs instead of the paper's rule
-    seed: int = 0
-    num_workers: int = 4
+    batch_size: int = option(128, "--batch-size", BATCH_HELP)
+    lr: float = option(1e-4, "--lr", "Adam learning rate of both networks [1e-4].", run_flag="--gan-lr",
+                       run_help="Adam learning rate of the GAN [1e-4].")
+    num_draws: int = option(4096, "--num-draws", "Negative candidates K drawn per image [4096].")
+    max_epochs: int = option(200, "--max-epochs", "Hard cap on epochs whatever the rule says [200].",
+                             run_flag="--gan-max-epochs", run_help="Hard cap on GAN epochs per round [200].")
+    epochs: int | None = option(None, "--epochs", "Stop after exactly N epochs instead of the paper's rule.",
+                                run_flag="--gan-epochs",
+                                run_help="Fixed GAN epochs per round (instead of the paper's rule).")
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
+    num_workers: int = option(4, "--workers", WORKERS_HELP)
 
     def validate(self) -> "GanConfig":
         _positive(self, "batch_size", "num_draws", "max_epochs")
@@ -91,16 +183,25 @@ class GanConfig:
 class MineConfig:
     """mine-neighbors: GAN proxies turned into new neighbour pairs."""
 
-    batch_size: int = 128
-    num_draws: int = 4096
-    tau: float = 0.5
-    base_radius: float = 0.6
-    top_k: int = 10
-    per_round: float = 0.5
-    max_passes: int = 200
-    quota_check: str = "pass"  # pass: after each pass, as the method says; batch: also after each batch
-    seed: int = 0
-    num_workers: int = 4
+    batch_size: int = option(128, "--batch-size", BATCH_HELP)
+    num_draws: int = option(4096, "--num-draws", "Negative candidates K per image [4096].")
+    tau: float = option(0.5, "--tau", "Score threshold [0.5; 0.3 for ImageNet].",
+                        run_help="Mining score threshold [0.5; 0.3 for ImageNet].")
+    base_radius: float = option(0.6, "--base-radius", "R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].",
+                                run_help="Mining radius R [0.6; 0.3 for ImageNet].")
+    top_k: int = option(10, "--top-k", "Bank rows nearest each proxy that may join [10].")
+    per_round: float = option(0.5, "--per-round", "Quota: (round+1) x this x N neighbour entries [0.5].",
+                              run_help="Mining quota: (round+1) x this x N entries [0.5].")
+    max_passes: int = option(200, "--max-passes", "Cap on passes over the data [200].",
+                             run_help="Cap on mining passes per round [200].")
+    quota_check: str = option(
+        "pass", "--quota-check",
+        "When to compare the neighbour count with the quota: after each pass (the method) or also after each batch "
+        "(stops within a pass, so the quota is not overshot by a pass's worth; the first batch of a round always "
+        "runs). \\[default: pass].",
+        run_help="pass (the method) or batch: see `isl mine-neighbors --help`.")
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
+    num_workers: int = option(4, "--workers", WORKERS_HELP)
 
     def validate(self) -> "MineConfig":
         _positive(self, "batch_size", "num_draws", "top_k", "max_passes")

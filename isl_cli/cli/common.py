@@ -8,13 +8,17 @@ import signal
 import threading
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from isl_cli.config import AMP_HELP, CHANNELS_LAST_HELP, SEED_HELP
 from isl_cli.errors import IslError, StageInterrupted
+
+if TYPE_CHECKING:
+    import torch
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -110,7 +114,7 @@ def default_root() -> Path:
     return Path(os.environ.get("ISL_DATA", "data"))
 
 
-# ---- option aliases shared by the commands (defined once) ----
+# ---- option aliases shared by the commands (defined once; the stage options are generated: cli/options.py) ----
 DeviceOpt = Annotated[
     str,
     typer.Option("--device", help="Compute device: auto (CUDA when present), cpu, cuda or mps.", show_default=True),
@@ -119,7 +123,7 @@ RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Data root folder \\[default: $ISL_DATA or data/].", show_default=False),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on CPU gives bit-identical results.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help=SEED_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 ThreadsOpt = Annotated[
     int | None,
@@ -127,11 +131,43 @@ ThreadsOpt = Annotated[
                  "count]. Running several isl processes on one machine: give each cores / processes threads.",
                  show_default=False),
 ]
-AMP_HELP = ("Precision of every backbone forward: none (fp32), bf16, auto (bf16 where the CPU or GPU does bf16 "
-            "natively, e.g. AVX512-BF16 or AMX, else fp32) or fp16 (CUDA only: a CPU emulates it, about 10x slower "
-            "than fp32, so it is refused there). The bank, the softmax over N, the losses, the GAN and the kNN stay "
-            "fp32. The stage's first log line says what was chosen and why.")
-CHANNELS_LAST_HELP = "channels-last memory format for the backbone (faster convolutions on CPUs and recent GPUs)."
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output or checkpoint.")]
+FeaturesOpt = Annotated[
+    Path | None,
+    typer.Option("--features", help="Features checkpoint from train-features (required).", show_default=False),
+]
+RecordedDataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Data set folder \\[default: the one the features checkpoint records].",
+                 show_default=False),
+]
+RoundOpt = Annotated[
+    int | None, typer.Option("--round", help="Round number \\[default: the features' round].", show_default=False),
+]
+StagePresetOpt = Annotated[
+    str, typer.Option("--preset", help="paper (fp32 unless --amp) or quick (--amp auto, --channels-last)."),
+]
+# the evaluations: features recomputed in batches, at the precision asked for (no preset)
+EvalBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")]
+EvalAmpOpt = Annotated[str, typer.Option("--amp", help=AMP_HELP)]
+EvalChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)]
+
+
+def compute_device(name: str) -> "torch.device":
+    """The device of this command: under torchrun, join the process group first (ranks other than 0 go quiet)."""
+    from isl_cli import distributed
+    from isl_cli.device import resolve_device
+
+    if not distributed.launched_by_torchrun():
+        return resolve_device(name)
+    ctx, device = distributed.setup((name or "auto").lower())
+    if not ctx.is_main:  # only rank 0 prints
+        from isl_cli.engine import progress
+
+        console.quiet = err_console.quiet = True
+        progress.quiet()
+    return device
 
 
 def sibling(path: Path, stage: str) -> Path:

@@ -9,7 +9,20 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, ThreadsOpt, console, emit, err_console
+from isl_cli.cli.common import (
+    DeviceOpt,
+    EvalAmpOpt,
+    EvalBatchOpt,
+    EvalChannelsLastOpt,
+    JsonOpt,
+    QuietOpt,
+    RecordedDataOpt,
+    ThreadsOpt,
+    compute_device,
+    console,
+    emit,
+    err_console,
+)
 from isl_cli.errors import IslError
 
 Opt = typer.Option
@@ -19,15 +32,15 @@ def eval_knn(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="A features artifact (from train-features); optional with --baseline and --data.", show_default=False)] = None,
     k: Annotated[Optional[list[int]], typer.Option("--k", help="Neighbours to vote; repeat for several k in one pass [200].", show_default=False)] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Use fresh features of the un-augmented training images instead of the memory bank.")] = False,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
+    data: RecordedDataOpt = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="sigma of the vote weights exp(sim/sigma) \\[default: the checkpoint's T].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")] = 256,
-    amp: Annotated[str, typer.Option("--amp", help=AMP_HELP)] = "none",
-    channels_last: Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)] = False,
+    batch_size: EvalBatchOpt = 256,
+    amp: EvalAmpOpt = "none",
+    channels_last: EvalChannelsLastOpt = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
     baseline: Annotated[Optional[str], Opt("--baseline", help="Score a baseline instead of CHECKPOINT's features: 'pixels' (each image minus the training split's per-pixel mean, L2-normalised; data sets stored as tensors only) or 'random' (the randomly initialised backbone, features recomputed). Its data set is CHECKPOINT's or --data.", show_default=False)] = None,
     arch: Annotated[Optional[str], Opt("--arch", help="--baseline random without CHECKPOINT: resnet18, resnet50 or alexnet \\[resnet18].", show_default=False)] = None,
     width: Annotated[Optional[float], Opt("--width", help="--baseline random without CHECKPOINT: channel multiplier [1.0].", show_default=False)] = None,
@@ -44,8 +57,6 @@ def eval_knn(
     isl eval-knn --baseline pixels --data data/shapes;
     isl eval-knn --baseline random --data data/shapes --width 0.25 --low-dim 128.
     """
-    from isl_cli.device import resolve_device
-
     from isl_cli import checks
     from isl_cli.threads import apply_threads
 
@@ -62,12 +73,12 @@ def eval_knn(
                                why="only for --baseline random")
         if checkpoint is None:
             raise IslError("give a features CHECKPOINT to evaluate, or --baseline pixels|random with --data DIR")
-        report = evaluate_checkpoint(checkpoint, ks, recompute=recompute, device=resolve_device(device),
+        report = evaluate_checkpoint(checkpoint, ks, recompute=recompute, device=compute_device(device),
                                      data_dir=data, batch_size=batch_size, progress=not (quiet or as_json),
                                      temperature=temperature, amp=amp, channels_last=channels_last)
     else:
         report = _baseline(baseline, checkpoint, data, ks, recompute=recompute, temperature=temperature,
-                           batch_size=batch_size, device=resolve_device(device), progress=not (quiet or as_json),
+                           batch_size=batch_size, device=compute_device(device), progress=not (quiet or as_json),
                            arch=arch, width=width, low_dim=low_dim, variant=variant, seed=seed)
     if as_json:
         emit(json.dumps(report.to_dict(), indent=2))

@@ -9,32 +9,43 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, SeedOpt, ThreadsOpt, console, emit
+from isl_cli.cli.common import (
+    DeviceOpt,
+    EvalAmpOpt,
+    EvalBatchOpt,
+    EvalChannelsLastOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    ThreadsOpt,
+    compute_device,
+    console,
+    emit,
+)
 
 
 def eval_linear(
     checkpoint: Annotated[Path, typer.Argument(help="A features artifact (train-features) or an exported backbone (isl export --what backbone).", show_default=False)],
     data: Annotated[Optional[Path], typer.Option("--data", help="Data set folder \\[default: the one a features file records; required for an exported backbone].", show_default=False)] = None,
     layer: Annotated[str, typer.Option("--layer", help="pooled: the backbone's features before its final linear-to-D layer (what linear probes report); embedding: the D-dim unit-norm output.")] = "pooled",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")] = 256,
+    batch_size: EvalBatchOpt = 256,
     seed: SeedOpt = 0,
-    amp: Annotated[str, typer.Option("--amp", help=AMP_HELP)] = "none",
-    channels_last: Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)] = False,
+    amp: EvalAmpOpt = "none",
+    channels_last: EvalChannelsLastOpt = False,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Linear probe of frozen features: multinomial logistic regression on the standardised features of the
     un-augmented training images, its weight decay chosen among 1e-5..1e-1 on a held-out 20% of the TRAINING split
     (never the test split), then refitted on all training images; top-1 and top-5 on the test split.
     Uses the labels (a diagnostic, as every accuracy). Refuses a data set without labels."""
-    from isl_cli.device import resolve_device
     from isl_cli.engine.linear_eval import evaluate_linear
     from isl_cli.threads import apply_threads
 
     apply_threads(threads)
-    report = evaluate_linear(checkpoint, layer=layer, device=resolve_device(device), data_dir=data,
+    report = evaluate_linear(checkpoint, layer=layer, device=compute_device(device), data_dir=data,
                              batch_size=batch_size, seed=seed, progress=not (quiet or as_json), amp=amp,
                              channels_last=channels_last)
     if as_json:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import AMP_HELP, CHANNELS_LAST_HELP, DeviceOpt, JsonOpt, ThreadsOpt, console, emit
+from isl_cli.cli.common import DeviceOpt, JsonOpt, RecordedDataOpt, ThreadsOpt, compute_device, console, emit
+from isl_cli.config import AMP_HELP, CHANNELS_LAST_HELP
 
 Opt = typer.Option
 SUFFIX_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".npy": "npy"}
@@ -21,7 +22,7 @@ def export(
     fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) \\[default: from OUT's suffix].", show_default=False)] = None,
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
     batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
-    data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the checkpoint records].", show_default=False)] = None,
+    data: RecordedDataOpt = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file (never the checkpoint or a data set split it reads).")] = False,
     amp: Annotated[str, Opt("--amp", help="embeddings: " + AMP_HELP)] = "none",
     channels_last: Annotated[bool, Opt("--channels-last", help="embeddings: " + CHANNELS_LAST_HELP)] = False,
@@ -37,7 +38,6 @@ def export(
     is replaced only with --overwrite, and never when it is the checkpoint or a data set split being read.
     """
     from isl_cli.artifacts import refuse_existing, refuse_overwriting_inputs
-    from isl_cli.device import resolve_device
     from isl_cli.engine.features_file import features_inputs
     from isl_cli.engine.export import export_backbone, export_embeddings, npy_paths
     from isl_cli.errors import IslError
@@ -65,9 +65,9 @@ def export(
         refuse_existing(path, overwrite)
     with holding(out):
         if what == "backbone":
-            info = export_backbone(checkpoint, out, fmt, resolve_device(device), data_dir=data)
+            info = export_backbone(checkpoint, out, fmt, compute_device(device), data_dir=data)
         else:
-            info = export_embeddings(checkpoint, out, split, fmt, resolve_device(device), batch_size=batch_size,
+            info = export_embeddings(checkpoint, out, split, fmt, compute_device(device), batch_size=batch_size,
                                      data_dir=data, amp=amp, channels_last=channels_last)
     if as_json:
         emit(json.dumps({"out": str(out), "what": what, **info}, indent=2))

@@ -3,53 +3,50 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from isl_cli.cli.common import (
-    AMP_HELP,
-    CHANNELS_LAST_HELP,
     DeviceOpt,
-    SeedOpt,
+    FeaturesOpt,
+    OverwriteOpt,
+    QuietOpt,
+    RecordedDataOpt,
+    RoundOpt,
+    StagePresetOpt,
     ThreadsOpt,
+    compute_device,
     console,
     field_table,
     require_features,
     resume_command,
     sibling,
 )
+from isl_cli.cli.options import StageAmpOpt, StageChannelsLastOpt, stage_options
 from isl_cli import checks
-from isl_cli.config import override, preset_configs
+from isl_cli.config import MineConfig, override, preset_configs
 
 Opt = typer.Option
 
 
+@stage_options(MineConfig)
 def mine_neighbors(
-    features: Annotated[Optional[Path], Opt("--features", help="Features checkpoint (required).", show_default=False)] = None,
-    data: Annotated[Optional[Path], Opt("--data", help="Data set folder \\[default: the one the features record].", show_default=False)] = None,
+    features: FeaturesOpt = None,
+    data: RecordedDataOpt = None,
     gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
     out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
-    preset: Annotated[str, Opt("--preset", help="paper (fp32 unless --amp) or quick (--amp auto, --channels-last).")] = "paper",
-    amp: Annotated[Optional[str], Opt("--amp", help=AMP_HELP + " \\[paper preset: none; quick: auto].", show_default=False)] = None,
-    channels_last: Annotated[bool, Opt("--channels-last", help=CHANNELS_LAST_HELP + " \\[paper preset: off; quick: on].")] = False,
-    tau: Annotated[Optional[float], Opt("--tau", help="Score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
-    base_radius: Annotated[Optional[float], Opt("--base-radius", help="R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].", show_default=False)] = None,
-    top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
-    per_round: Annotated[Optional[float], Opt("--per-round", help="Quota: (round+1) x this x N neighbour entries [0.5].", show_default=False)] = None,
-    max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on passes over the data [200].", show_default=False)] = None,
-    quota_check: Annotated[Optional[str], Opt("--quota-check", help="When to compare the neighbour count with the quota: after each pass (the method) or also after each batch (stops within a pass, so the quota is not overshot by a pass's worth; the first batch of a round always runs). \\[default: pass].", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size, summed over torchrun ranks [128; 256 for ImageNet].", show_default=False)] = None,
-    num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K per image [4096].", show_default=False)] = None,
-    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
-    round_index: Annotated[Optional[int], Opt("--round", help="Round number \\[default: the features' round].", show_default=False)] = None,
+    preset: StagePresetOpt = "paper",
+    amp: StageAmpOpt = None,
+    channels_last: StageChannelsLastOpt = False,
+    changes: dict[str, Any] = None,  # every MineConfig option (field -> typed value or None): cli/options.py
+    round_index: RoundOpt = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run at the next pass from OUT.partial.safetensors (written after every pass).")] = False,
-    overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file or checkpoint.")] = False,
-    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    quiet: Annotated[bool, Opt("--quiet", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Mine neighbour pairs: for each image whose proxy the discriminator trusts (s > tau), the bank rows among the
     10 nearest the proxy within radius r join its neighbour set, symmetrically. As in the reference, every round
@@ -61,7 +58,6 @@ def mine_neighbors(
     """
     from isl_cli.artifacts import read_header
 
-    from isl_cli.device import resolve_device
     from isl_cli.engine.mine import MineJob, mine_neighbors as run_stage
     from isl_cli.threads import apply_threads
 
@@ -70,15 +66,13 @@ def mine_neighbors(
     features = require_features(features)
     imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
     preset_features, _, base = preset_configs(preset, imagenet)
-    config = override(base, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
-                      max_passes=max_passes, quota_check=quota_check, batch_size=batch_size, num_draws=num_draws, seed=seed,
-                      num_workers=workers)
+    config = override(base, **changes)
     config.validate()
     checks.training_batch(config.batch_size, batch_norm=False)
     out = out or sibling(features, "neighbors")
     checks.writable_folder(out)
     job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
-                  out=out, device=resolve_device(device), neighbors=neighbors,
+                  out=out, device=compute_device(device), neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet, resume=resume,
                   resume_command=resume_command("mine-neighbors"),
                   amp=amp or preset_features.amp, channels_last=channels_last or preset_features.channels_last)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, console
+from isl_cli.cli.common import DeviceOpt, compute_device, console
 
 
 def report(
@@ -20,7 +20,6 @@ def report(
     """Draw PNG figures of a run: kNN accuracy per epoch across rounds, the loss terms, neighbours per image and
     mined-pair precision per round, GAN losses, and a grid of test images with their 10 nearest training images
     (green border: same label, red: different)."""
-    from isl_cli.device import resolve_device
     from isl_cli.engine.report import write_report
 
     from isl_cli.errors import IslError
@@ -29,5 +28,5 @@ def report(
         raise IslError(f"{run_dir}: no such run folder")
     if queries <= 0:
         raise IslError(f"--queries must be positive, got {queries}")
-    for path in write_report(run_dir, device=resolve_device(device), num_queries=queries, seed=seed, data_dir=data):
+    for path in write_report(run_dir, device=compute_device(device), num_queries=queries, seed=seed, data_dir=data):
         console.print(f"wrote {path}")

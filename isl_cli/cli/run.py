@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from isl_cli.cli.common import (
-    AMP_HELP,
-    CHANNELS_LAST_HELP,
     DeviceOpt,
+    QuietOpt,
     RootOpt,
     ThreadsOpt,
+    compute_device,
     console,
     dataset_is_imagenet,
     default_root,
     err_console,
 )
+from isl_cli.cli.options import run_options
 from isl_cli import checks
-from isl_cli.config import PRESET_ROUNDS, RunConfig, override, preset_configs
+from isl_cli.config import PRESET_ROUNDS, FeaturesConfig, GanConfig, MineConfig, RunConfig, override, preset_configs
 from isl_cli.errors import IslError
 
 Opt = typer.Option
 
 
+@run_options(FeaturesConfig, GanConfig, MineConfig)
 def run(
     dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
     preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show).")] = "paper",
@@ -35,43 +37,14 @@ def run(
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
     data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder \\[default: ROOT/DATASET].", show_default=False)] = None,
     k: Annotated[Optional[list[int]], Opt("--k", help="k of the final kNN evaluation; repeatable [200].", show_default=False)] = None,
-    # feature stage
-    epochs: Annotated[Optional[int], Opt("--epochs", help="train-features epochs per round.", show_default=False)] = None,
-    arch: Annotated[Optional[str], Opt("--arch", help="resnet18, resnet50 or alexnet.", show_default=False)] = None,
-    variant: Annotated[Optional[str], Opt("--variant", help="cifar or imagenet backbones and settings; picked from the data unless given (file-backed or over 64 px: ImageNet settings).", show_default=False)] = None,
-    width: Annotated[Optional[float], Opt("--width", help="ResNet channel multiplier.", show_default=False)] = None,
-    low_dim: Annotated[Optional[int], Opt("--low-dim", help="Feature size D.", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Global batch size of every stage (summed over torchrun ranks).", show_default=False)] = None,
-    lr: Annotated[Optional[float], Opt("--lr", help="SGD learning rate.", show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="SGD weight decay [5e-4; 1e-4 for ImageNet].", show_default=False)] = None,
-    temperature: Annotated[Optional[float], Opt("--temperature", help="Softmax temperature T [0.1; 0.07 for ImageNet].", show_default=False)] = None,
-    hp_weight: Annotated[Optional[float], Opt("--hp-weight", help="Weight of the hard-positive KL term [0.5].", show_default=False)] = None,
-    eval_every: Annotated[Optional[int], Opt("--eval-every", help="kNN evaluation (and LR plateau step) every N epochs [5].", show_default=False)] = None,
-    eval_k: Annotated[Optional[int], Opt("--eval-k", help="k of the kNN during training [200; 1 for ImageNet].", show_default=False)] = None,
-    val_split: Annotated[Optional[float], Opt("--val-split", help="Share of the training images whose kNN drives the LR scheduler (default: the test set, as the paper's code). They are still trained on; only their labels leave the kNN's keys.", show_default=False)] = None,
-    amp: Annotated[Optional[str], Opt("--amp", help=AMP_HELP + " Applies to every stage's backbone \\[paper preset: none; quick: auto].", show_default=False)] = None,
-    channels_last: Annotated[bool, Opt("--channels-last", help=CHANNELS_LAST_HELP + " Every stage \\[paper preset: off; quick: on].")] = False,
-    # gan stage
-    gan_epochs: Annotated[Optional[int], Opt("--gan-epochs", help="Fixed GAN epochs per round (instead of the paper's rule).", show_default=False)] = None,
-    gan_max_epochs: Annotated[Optional[int], Opt("--gan-max-epochs", help="Hard cap on GAN epochs.", show_default=False)] = None,
-    gan_lr: Annotated[Optional[float], Opt("--gan-lr", help="Adam learning rate of the GAN [1e-4].", show_default=False)] = None,
-    num_draws: Annotated[Optional[int], Opt("--num-draws", help="Negative candidates K (GAN and mining).", show_default=False)] = None,
-    # mining stage
-    tau: Annotated[Optional[float], Opt("--tau", help="Mining score threshold [0.5; 0.3 for ImageNet].", show_default=False)] = None,
-    base_radius: Annotated[Optional[float], Opt("--base-radius", help="Mining radius R [0.6; 0.3 for ImageNet].", show_default=False)] = None,
-    top_k: Annotated[Optional[int], Opt("--top-k", help="Bank rows nearest each proxy that may join [10].", show_default=False)] = None,
-    per_round: Annotated[Optional[float], Opt("--per-round", help="Mining quota: (round+1) x this x N entries [0.5].", show_default=False)] = None,
-    max_passes: Annotated[Optional[int], Opt("--max-passes", help="Cap on mining passes per round [200].", show_default=False)] = None,
-    quota_check: Annotated[Optional[str], Opt("--quota-check", help="pass (the method) or batch: see `isl mine-neighbors --help`.", show_default=False)] = None,
-    workers: Annotated[Optional[int], Opt("--workers", help="DataLoader workers for file-backed data sets.", show_default=False)] = None,
-    seed: Annotated[int, Opt("--seed", help="Seed of every stage; the same seed on CPU gives the same result.")] = 0,
+    changes: dict[type, dict[str, Any]] = None,  # every stage's options (class -> field -> value): cli/options.py
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
     no_report: Annotated[bool, Opt("--no-report", help="Skip the PNG figures drawn at the end.")] = False,
     linear_probe: Annotated[bool, Opt("--linear-probe", help="Also report the final linear probe (isl eval-linear, pooled features) \\[default: on for --preset quick].")] = False,
     no_linear_probe: Annotated[bool, Opt("--no-linear-probe", help="Skip the final linear probe of --preset quick.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    quiet: Annotated[bool, Opt("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the whole ISL schedule unattended: for each round train-features, train-gan, mine-neighbors (the last round
     stops after train-features: the paper's code also mines after it, but nothing uses those neighbours), then
@@ -92,23 +65,16 @@ def run(
 
     def configs(imagenet: bool, device=None, machine: bool = True) -> RunConfig:
         features, gan, mine = preset_configs(preset, imagenet)
-        features = override(features, epochs=epochs, arch=arch, width=width, low_dim=low_dim, batch_size=batch_size,
-                            lr=lr, weight_decay=weight_decay, temperature=temperature, hp_weight=hp_weight,
-                            eval_every=eval_every, eval_k=eval_k, val_split=val_split, num_workers=workers,
-                            seed=seed, amp=amp, channels_last=channels_last or None, variant=variant)
-        gan = override(gan, epochs=gan_epochs, max_epochs=gan_max_epochs, lr=gan_lr, num_draws=num_draws,
-                       batch_size=batch_size, num_workers=workers, seed=seed)
-        mine = override(mine, tau=tau, base_radius=base_radius, top_k=top_k, per_round=per_round,
-                        max_passes=max_passes, quota_check=quota_check, num_draws=num_draws, batch_size=batch_size,
-                        num_workers=workers, seed=seed)
         config = RunConfig(dataset=dataset, preset=preset, rounds=PRESET_ROUNDS[preset] if rounds is None else rounds,
-                           features=features, gan=gan, mine=mine,
+                           features=override(features, **changes[FeaturesConfig]),
+                           gan=override(gan, **changes[GanConfig]), mine=override(mine, **changes[MineConfig]),
                            eval_ks=tuple(k or [200]))
         # every stage's options, before any data is read or any folder is made
         checks.run_options(config, imagenet=imagenet, device=device, run_dir=run_dir, machine=machine)
         return config
 
     prepared = (data_dir / "train.safetensors").exists()
+    variant = changes[FeaturesConfig]["variant"]
     if variant is not None:
         imagenet = variant == "imagenet"
     else:
@@ -118,14 +84,13 @@ def run(
     checks.finite_positive("--threads", threads)
     configs(imagenet, machine=False)  # the options alone first, before torch is even imported: a typo exits at once
 
-    from isl_cli.device import resolve_device
     from isl_cli.engine.schedule import RunJob, run_schedule
     from isl_cli.locks import acquire
     from isl_cli.threads import apply_threads
 
     apply_threads(threads)
-    compute_device = resolve_device(device)
-    config = configs(imagenet, compute_device)  # then what needs the machine: memory, the device
+    torch_device = compute_device(device)
+    config = configs(imagenet, torch_device)  # then what needs the machine: memory, the device
     probe = linear_probe or (preset == "quick" and not no_linear_probe)
     acquire(run_dir)  # one `isl run` per run folder, after the option checks, before any work (released at exit)
     if not prepared:
@@ -134,8 +99,8 @@ def run(
         data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
                                    progress=not quiet, allow_download=False)
         if dataset_is_imagenet(data_dir, variant) != imagenet:
-            config = configs(not imagenet, compute_device)
-    job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=compute_device,
+            config = configs(not imagenet, torch_device)
+    job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=torch_device,
                  overwrite=overwrite, progress=not quiet, resume_command=_rerun_command(),
                  linear_probe=probe)
     summary = run_schedule(job)
