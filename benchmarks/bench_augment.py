@@ -1,10 +1,13 @@
 """Time the batch augmentation of 32x32 uint8 images (the 32x32 training recipe).
 
 Usage: python benchmarks/bench_augment.py [--batch 128] [--size 32] [--repeats 50] [--device cpu]
+                                         [--threads N] [--profile]
 
 Prints the median time per batch (parameter sampling on the CPU generator plus
 the augmentation on the device), the images per second and the process CPU
 time per batch, and the same for the evaluation path (normalise only).
+--profile then prints torch.profiler's operators of `apply` (sampling excluded),
+per batch, by self time.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--profile", action="store_true", help="then print the operators of `apply` per batch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,6 +67,27 @@ def main() -> None:
     for name, (wall, cpu) in timings.items():
         print(f"{name:10s}: {wall * 1e3:8.3f} ms/batch wall {args.batch / wall:10.0f} images/s   "
               f"({cpu * 1e3:.3f} ms process CPU time)")
+    if args.profile:
+        params = augment.sample(args.batch, args.size, args.size, generator)
+        print_profile(lambda: augment.apply(images, params), args.repeats)
+
+
+def print_profile(fn, repeats: int) -> None:
+    """torch.profiler's operators of `repeats` calls of `fn`, by self time (totals divided by `repeats`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    print(f"operators of apply, per batch (self CPU time, mean of {repeats}):")
+    for event in rows[:20]:
+        print(f"  {event.key:28s} {event.self_cpu_time_total / repeats / 1e3:8.3f} ms  "
+              f"{event.count / repeats:5.1f} calls")
+    total = sum(e.self_cpu_time_total for e in rows) / repeats / 1e3
+    print(f"  {'total':28s} {total:8.3f} ms")
+
 
 if __name__ == "__main__":
     main()

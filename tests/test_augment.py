@@ -143,6 +143,21 @@ def test_hue_off_skips_hue_and_keeps_blend_order():
         torch.testing.assert_close(out[i], expected, atol=ATOL, rtol=0)
 
 
+def test_per_image_choices_are_exact_selections():
+    """Grayscale, flip and masked-off steps are exact (0/1 weights, mirrored sample positions), not blends."""
+    images = _images(24, 40, 40)
+    unit = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # no normalisation: channels stay comparable
+    gray_aug = BatchAugment(32, *unit, grayscale_p=1.0)
+    out = gray_aug(images, torch.Generator().manual_seed(13))  # (24, 3, 32, 32)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+
+    pixelwise = BatchAugment(32, *unit, jitter=(0.4, 0.0, 0.4, 0.4), grayscale_p=0.5, hflip=True)  # no image mean
+    params = pixelwise.sample(24, 40, 40, torch.Generator().manual_seed(14))
+    flipped = pixelwise.apply(images, dataclasses.replace(params, flip=torch.ones(24, dtype=torch.bool)))
+    plain = pixelwise.apply(images, dataclasses.replace(params, flip=torch.zeros(24, dtype=torch.bool)))
+    assert torch.equal(flipped, plain.flip(-1))
+
+
 def _torchvision_crop_from_uniforms(u_area, u_ratio, u_top, u_left, height, width, scale, ratio):
     """torchvision's get_params loop, fed with given uniforms instead of its RNG."""
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])

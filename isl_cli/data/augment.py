@@ -25,9 +25,14 @@ Fidelity to torchvision's functional tensor ops on a float image in [0, 1]:
 * Brightness, contrast and saturation are blends with zeros, the per-image
   mean of the grayscale image, and the grayscale image, each clamped to [0, 1].
   Hue goes RGB -> HSV, shifts H, and back, as torchvision does.
-* The random order is applied with per-image masks: blends before the hue
-  step, one hue pass for the whole batch, blends after it (an image whose op
-  at a step is masked off uses factor 1, an exact identity).
+* The random order is applied with per-image coefficients: blends before the
+  hue step, one hue pass for the whole batch, blends after it (an image whose
+  op at a step is masked off uses factor 1, an exact identity). All the steps'
+  coefficients are computed at once, as (B, 1, 1, 1) columns.
+* Per-image choices (masked blends, hue sector, random grayscale, flip) are
+  arithmetic on exact 0/1 weights (`lerp`, products with signs, mirrored
+  sample positions), never `torch.where` over pixels: the result is the same
+  as selecting, bit for bit, and much cheaper on the CPU.
 
 Differences from the reference (which jitters PIL uint8 images): no rounding
 to 8 bits between the ops; that is the only intended difference.
@@ -161,7 +166,8 @@ def _central_crop_size(height: int, width: int, ratio: tuple[float, float]) -> t
     return height, width
 
 
-def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int,
+                     flip: Tensor | None = None) -> Tensor:
     """Per-image interpolation matrices for a crop along one axis, then resize.
 
     The kernel is torch's bilinear `interpolate` with `align_corners=False` and
@@ -175,6 +181,8 @@ def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int)
         length: (B,) int64 crop length (>= 1).
         in_size: image length along the axis.
         out_size: output length.
+        flip: optional (B,) bool; those images' output pixel o samples at the
+            centre of pixel out_size - 1 - o (a mirrored output, exactly).
 
     Returns:
         (B, out_size, in_size) float32 weights; row o sums to 1.
@@ -184,6 +192,8 @@ def resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int)
     scale = length_f / out_size  # (B,)
     inv_support = 1.0 / torch.clamp(scale, min=1.0)  # (B,)
     out_pos = torch.arange(out_size, device=device, dtype=torch.float32)  # (S,)
+    if flip is not None:
+        out_pos = out_pos + flip[:, None] * (out_size - 1 - 2 * out_pos)  # (B, S) small integers, exact
     centre = scale[:, None] * (out_pos + 0.5)  # (B, S) in crop coordinates
     rel = torch.arange(in_size, device=device)[None, :] - start[:, None]  # (B, I) int64
     dist = (rel.to(torch.float32)[:, None, :] - centre[:, :, None] + 0.5) * inv_support[:, None, None]  # (B, S, I)
@@ -206,13 +216,11 @@ def resized_crop(images: Tensor, top: Tensor, left: Tensor, height: Tensor, widt
     Returns:
         (B, C, S, S) float32.
     """
-    _, _, in_h, in_w = images.shape
+    batch, channels, in_h, in_w = images.shape
     rows = resample_weights(top, height, in_h, output_size)  # (B, S, H)
-    cols = resample_weights(left, width, in_w, output_size)  # (B, S, W)
-    if flip is not None:
-        cols = torch.where(flip[:, None, None], cols.flip(1), cols)  # (B, S, W)
-    out = images @ cols.transpose(1, 2)[:, None]  # (B, C, H, S)
-    return rows[:, None] @ out  # (B, C, S, S)
+    cols = resample_weights(left, width, in_w, output_size, flip)  # (B, S, W)
+    out = torch.bmm(images.reshape(batch, channels * in_h, in_w), cols.transpose(1, 2))  # (B, C * H, S)
+    return rows[:, None] @ out.view(batch, channels, in_h, output_size)  # (B, C, S, S)
 
 
 def grayscale(images: Tensor) -> Tensor:
@@ -221,38 +229,56 @@ def grayscale(images: Tensor) -> Tensor:
     return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)  # (B, 1, H, W)
 
 
-def _blend_step(images: Tensor, op: Tensor, active: Tensor, factors: Tensor) -> Tensor:
-    """One jitter step for the images whose op there is a blend and `active` is set.
+@dataclass(frozen=True)
+class BlendSteps:
+    """Per-image coefficients of K masked jitter steps, each as (K, B, 1, 1, 1).
 
-    Args:
-        images: (B, 3, H, W) float in [0, 1].
-        op: (B,) int64 op id at this step.
-        active: (B,) bool, images that take their op at this step (never hue).
-        factors: (B, 3) float32 brightness, contrast, saturation factors.
-
-    Returns:
-        (B, 3, H, W): factor * image + (1 - factor) * reference, clamped to [0, 1],
-        with reference 0, mean gray, or gray for brightness, contrast, saturation;
-        inactive images get factor 1 (unchanged).
+    Step k maps x to clamp(factor * x + gray_weight * gray(x) + mean_weight * mean(gray(x)), 0, 1):
+    at most one of the two weights of an image is nonzero (1 - factor), and an
+    image that takes no blend at step k has factor 1 and both weights 0.
     """
-    is_blend = active & (op != HUE)  # (B,)
-    factor = factors.gather(1, op.clamp(max=SATURATION)[:, None]).squeeze(1)  # (B,)
-    factor = torch.where(is_blend, factor, torch.ones_like(factor))  # (B,)
-    rest = 1.0 - factor  # (B,) exact for factors in [0.5, 2] (Sterbenz), as torchvision's float(1 - ratio)
-    gray_weight = torch.where(op == SATURATION, rest, 0.0)[:, None, None, None]  # (B, 1, 1, 1)
-    mean_weight = torch.where(op == CONTRAST, rest, 0.0)[:, None, None, None]  # (B, 1, 1, 1)
-    gray = grayscale(images)  # (B, 1, H, W)
-    mean_gray = gray.mean(dim=(-2, -1), keepdim=True)  # (B, 1, 1, 1)
-    reference = gray_weight * gray + mean_weight * mean_gray  # (B, 1, H, W) (1 - f) * ref, one term nonzero
-    out = factor[:, None, None, None] * images + reference  # (B, 3, H, W) products rounded as torchvision's
-    return out.clamp_(0.0, 1.0)
+
+    factor: Tensor
+    gray_weight: Tensor
+    mean_weight: Tensor
+
+    @staticmethod
+    def build(ops: Tensor, active: Tensor, factors: Tensor) -> "BlendSteps":
+        """Coefficients from the op ids (B, K) int64, the `active` mask (B, K) bool
+        (images that take their op at that step; a hue op is never a blend) and the
+        (B, 3) brightness, contrast, saturation factors."""
+        is_blend = active & (ops != HUE)  # (B, K)
+        factor = factors.gather(1, ops.clamp(max=SATURATION))  # (B, K)
+        factor = torch.where(is_blend, factor, torch.ones_like(factor))  # (B, K)
+        rest = 1.0 - factor  # (B, K) exact for factors in [0.5, 2] (Sterbenz), as torchvision's float(1 - ratio)
+        gray_weight = torch.where(ops == SATURATION, rest, 0.0)  # (B, K)
+        mean_weight = torch.where(ops == CONTRAST, rest, 0.0)  # (B, K)
+        columns = (t.t()[:, :, None, None, None] for t in (factor, gray_weight, mean_weight))  # (K, B, 1, 1, 1)
+        return BlendSteps(*columns)
+
+    def __len__(self) -> int:
+        return len(self.factor)
+
+    def apply(self, images: Tensor, step: int) -> Tensor:
+        """Step `step` on (B, 3, H, W) floats in [0, 1]: a new (B, 3, H, W) tensor.
+
+        The products are rounded as torchvision's blend rounds them: factor * x,
+        then + (1 - factor) * reference.
+        """
+        gray = grayscale(images)  # (B, 1, H, W)
+        mean_term = self.mean_weight[step] * gray.mean(dim=(-2, -1), keepdim=True)  # (B, 1, 1, 1)
+        reference = self.gray_weight[step] * gray + mean_term  # (B, 1, H, W) (1 - f) * ref, one term nonzero
+        out = images * self.factor[step]  # (B, 3, H, W)
+        return out.add_(reference).clamp_(0.0, 1.0)
 
 
 def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
     """Rotate each image's hue by its own amount (torchvision's RGB->HSV->RGB).
 
-    The forward conversion follows torchvision's formulas; the way back uses the
-    equivalent closed form c = v - v * s * clamp(min(k, 4 - k), 0, 1) with
+    The forward conversion follows torchvision's formulas; its sector choice
+    (red, else green, else blue holds the maximum) is made with 0/1 signs of
+    the channel distances to the maximum, and `lerp` on them. The way back uses
+    the equivalent closed form c = v - v * s * clamp(min(k, 4 - k), 0, 1) with
     k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B (no six-way gather), equal to
     torchvision's sector formula up to float rounding.
 
@@ -266,31 +292,38 @@ def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
     r, g, b = images.unbind(dim=1)  # 3 x (B, H, W)
     maxc = torch.maximum(torch.maximum(r, g), b)  # (B, H, W) value
     minc = torch.minimum(torch.minimum(r, g), b)  # (B, H, W)
-    flat = maxc == minc  # (B, H, W) gray pixels: hue and saturation are 0
-    chroma = maxc - minc  # (B, H, W)
-    ones = torch.ones_like(maxc)
-    sat = chroma / torch.where(flat, ones, maxc)  # (B, H, W)
-    chroma_div = torch.where(flat, ones, chroma)  # (B, H, W)
-    rc, gc, bc = (maxc - r) / chroma_div, (maxc - g) / chroma_div, (maxc - b) / chroma_div  # (B, H, W) each
-    sextant = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))  # (B, H, W)
-    h = sextant / 6.0 + 1.0  # (B, H, W) in [5/6, 11/6]
-    h = torch.where(h >= 1.0, h - 1.0, h)  # (B, H, W) fmod(., 1)
+    chroma = maxc - minc  # (B, H, W) >= 0
+    flat = 1.0 - torch.sign(chroma)  # (B, H, W) 1 for gray pixels (hue and saturation 0), else 0
+    sat = chroma / (maxc + flat)  # (B, H, W) a gray pixel divides 0 by a nonzero number
+    dist = (maxc.unsqueeze(1) - images) / (chroma + flat).unsqueeze(1)  # (B, 3, H, W) >= 0, 0 where max
+    rc, gc, bc = dist.unbind(dim=1)  # 3 x (B, H, W)
+    below_r, below_g = torch.sign(rc), torch.sign(gc)  # (B, H, W) 1 where the channel is not the max
+    green_or_blue = torch.lerp(2.0 + rc - bc, 4.0 + gc - rc, below_g)  # (B, H, W)
+    sextant = torch.lerp(bc - gc, green_or_blue, below_r)  # (B, H, W) in [-1, 5]
+    h = torch.frac(sextant / 6.0 + 1.0)  # (B, H, W) fmod(., 1) of [5/6, 11/6], exact
     h = h + hue[:, None, None]  # (B, H, W) in [-0.5, 1.5)
     h = h - torch.floor(h)  # (B, H, W) mod 1
     return _hsv_to_rgb(h, sat, maxc)
 
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """(B, H, W) hue in [0, 1), saturation, value -> (B, 3, H, W) RGB."""
+    """(B, H, W) hue in [0, 1], saturation, value -> (B, 3, H, W) RGB.
+
+    Channel n (5, 3, 1 for R, G, B) is v - v * s * clamp(min(k, 4 - k), 0, 1)
+    with k = (6h + n) mod 6. The mod is unrolled, bit for bit: R has k + 6 in
+    [5, 11] and its ramp is clamp(min(k - 6, 10 - k), 0, 1) (0 below 6); G and
+    B have k + 6 in [1, 9] and theirs is clamp(4 - k, 0, 1) + clamp(k - 6, 0, 1),
+    one term 0.
+    """
     h6 = h * 6.0  # (B, H, W)
-    vs = v * s  # (B, H, W)
-    channels = []
-    for offset in (5.0, 3.0, 1.0):  # R, G, B
-        k = h6 + offset  # (B, H, W) in [offset, offset + 6)
-        k = torch.where(k >= 6.0, k - 6.0, k)  # (B, H, W) mod 6
-        ramp = torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)  # (B, H, W)
-        channels.append(torch.clamp(v - vs * ramp, 0.0, 1.0))  # (B, H, W)
-    return torch.stack(channels, dim=1)  # (B, 3, H, W)
+    ramp = torch.empty((len(h), 3, *h.shape[1:]), dtype=h.dtype, device=h.device)  # (B, 3, H, W)
+    red = h6 + 5.0  # (B, H, W) in [5, 11]
+    torch.minimum(red - 6.0, 10.0 - red, out=ramp[:, 0])  # (B, H, W)
+    green_blue = h6.unsqueeze(1) + torch.tensor((3.0, 1.0), device=h.device).view(1, 2, 1, 1)  # (B, 2, H, W)
+    torch.add((4.0 - green_blue).clamp_(0.0, 1.0), (green_blue - 6.0).clamp_(0.0, 1.0), out=ramp[:, 1:])
+    ramp[:, 0].clamp_(0.0, 1.0)  # (B, H, W) the red ramp's clamp
+    out = v.unsqueeze(1) - (v * s).unsqueeze(1) * ramp  # (B, 3, H, W)
+    return out.clamp_(0.0, 1.0)
 
 
 def color_jitter(images: Tensor, params: AugmentParams) -> Tensor:
@@ -304,20 +337,30 @@ def color_jitter(images: Tensor, params: AugmentParams) -> Tensor:
         (B, 3, H, W) float in [0, 1].
     """
     order = params.order  # (B, 4)
-    factors = torch.stack((params.brightness, params.contrast, params.saturation), dim=1)  # (B, 3)
-    hue_step = (order == HUE).to(torch.float32).argmax(dim=1)  # (B,) position of the hue op
-    for step in range(HUE):  # steps 0..2 can come before the hue op
-        images = _blend_step(images, order[:, step], hue_step > step, factors)
+    hue_step = (order == HUE).to(torch.float32).argmax(dim=1, keepdim=True)  # (B, 1) position of the hue op
+    steps = torch.arange(HUE + 1, device=order.device)  # (4,)
+    before = order[:, :HUE], hue_step > steps[:HUE]  # (B, 3) ops and masks of steps 0..2, before the hue op
+    after = order[:, 1:], hue_step < steps[1:]  # (B, 3) steps 1..3, after it
+    blends = BlendSteps.build(torch.cat((before[0], after[0]), dim=1), torch.cat((before[1], after[1]), dim=1),
+                              _blend_factors(params))  # 6 steps
+    for step in range(HUE):
+        images = blends.apply(images, step)
     images = adjust_hue(images, params.hue)  # (B, 3, H, W) one pass: every image's hue op
-    for step in range(1, HUE + 1):  # steps 1..3 can come after it
-        images = _blend_step(images, order[:, step], hue_step < step, factors)
+    for step in range(HUE, len(blends)):
+        images = blends.apply(images, step)
     return images
 
 
+def _blend_factors(params: AugmentParams) -> Tensor:
+    """(B, 3) brightness, contrast, saturation factors."""
+    return torch.stack((params.brightness, params.contrast, params.saturation), dim=1)
+
+
 def _normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """(images - mean) / std per channel, in place (images is the caller's own float tensor)."""
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - mean_t) / std_t  # (B, 3, H, W)
+    return images.sub_(mean_t).div_(std_t)  # (B, 3, H, W)
 
 
 def _check_images(images: Tensor) -> None:
@@ -338,7 +381,7 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float], outpu
         (B, 3, S, S) float32 on the images' device.
     """
     _check_images(images)
-    x = images.to(torch.float32) / 255.0  # (B, 3, H, W)
+    x = images.to(torch.float32).div_(255.0)  # (B, 3, H, W)
     _, _, in_h, in_w = x.shape
     if output_size is not None and (in_h, in_w) != (output_size, output_size):
         zero = torch.zeros(1, dtype=torch.int64, device=x.device)  # (1,)
@@ -452,7 +495,7 @@ class BatchAugment:
         if len(params) != len(images):
             raise ValueError(f"{len(params)} parameter rows for {len(images)} images")
         params = params.to(images.device, non_blocking=True)
-        x = images.to(torch.float32) / 255.0  # (B, 3, H, W)
+        x = images.to(torch.float32).div_(255.0)  # (B, 3, H, W)
         x = resized_crop(x, params.crop_top, params.crop_left, params.crop_height, params.crop_width,
                          self.output_size, params.flip)  # (B, 3, S, S)
         if self.grayscale_first:
@@ -467,16 +510,18 @@ class BatchAugment:
         if self.jitter[HUE] > 0:
             return color_jitter(x, params)
         # Hue off (torchvision skips it): each blend runs at its own step, hue's step is a no-op.
-        factors = torch.stack((params.brightness, params.contrast, params.saturation), dim=1)  # (B, 3)
-        always = torch.ones(len(x), dtype=torch.bool, device=x.device)  # (B,)
-        for step in range(4):
-            x = _blend_step(x, params.order[:, step], always, factors)
+        always = torch.ones_like(params.order, dtype=torch.bool)  # (B, 4)
+        blends = BlendSteps.build(params.order, always, _blend_factors(params))  # 4 steps
+        for step in range(len(blends)):
+            x = blends.apply(x, step)
         return x
 
     @staticmethod
     def _random_grayscale(x: Tensor, chosen: Tensor) -> Tensor:
+        """Replace the chosen images by their 3-channel grayscale, in place (x is the caller's own tensor)."""
         gray = grayscale(x).expand_as(x)  # (B, 3, S, S)
-        return torch.where(chosen[:, None, None, None], gray, x)  # (B, 3, S, S)
+        weight = chosen.to(x.dtype)[:, None, None, None]  # (B, 1, 1, 1) exactly 0 or 1
+        return x.lerp_(gray, weight)  # (B, 3, S, S)
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """Sample parameters from `generator` (CPU) and augment: (B, 3, H, W) uint8 -> (B, 3, S, S) float32."""
