@@ -51,16 +51,22 @@ def test_isl_run_offers_every_field_of_every_stage():
         assert flag in flags
 
 
-def test_options_typed_in_isl_run_reach_every_stage_config(tiny_data, tmp_path, cli, monkeypatch):
-    from isl_cli.engine import schedule
-
+def _capture_jobs(monkeypatch, module, name: str) -> list:
+    """Replace the engine entry point `module.name` by one that records its job and stops the command."""
     jobs = []
 
     def capture(job):
         jobs.append(job)
         raise typer.Exit(0)
 
-    monkeypatch.setattr(schedule, "run_schedule", capture)
+    monkeypatch.setattr(module, name, capture)
+    return jobs
+
+
+def test_options_typed_in_isl_run_reach_every_stage_config(tiny_data, tmp_path, cli, monkeypatch):
+    from isl_cli.engine import schedule
+
+    jobs = _capture_jobs(monkeypatch, schedule, "run_schedule")
     monkeypatch.chdir(tmp_path)
     result = cli("run", "--data", tiny_data, "--run-dir", tmp_path / "r", "--device", "cpu", "--quiet", "--no-report",
                  "--momentum", "0.8", "--lr-factor", "0.5", "--gan-lr", "2e-4", "--tau", "0.4", "--batch-size", "64",
@@ -77,13 +83,7 @@ def test_options_typed_in_isl_run_reach_every_stage_config(tiny_data, tmp_path, 
 def test_stage_options_reach_the_job_with_what_was_typed(tiny_data, tmp_path, cli, monkeypatch):
     from isl_cli.engine import features
 
-    jobs = []
-
-    def capture(job):
-        jobs.append(job)
-        raise typer.Exit(0)
-
-    monkeypatch.setattr(features, "train_features", capture)
+    jobs = _capture_jobs(monkeypatch, features, "train_features")
     result = cli("train-features", "--data", tiny_data, *TINY, "--lr", "0.1", "--channels-last", "--no-sync-bn",
                  "--out", tmp_path / "f.safetensors")
     assert result.exit_code == 0, (result.output, result.exception)
