@@ -134,8 +134,7 @@ def restore(path: Path, train: Split, fingerprint: str, device: torch.device) ->
     pairs = art.tensors.get("graph.pairs", torch.zeros(0, 2, dtype=torch.int64))
     graph = NeighborGraph.from_pairs(pairs, len(train)).to(device)
     meta = art.meta
-    # partial sums are global: rank 0 carries them, the others restart their share at zero
-    sums = [float(x) for x in meta.get("partial_sums", [0.0] * 5)] if distributed.context().is_main else [0.0] * 5
+    sums = [float(x) for x in meta.get("partial_sums", [0.0] * 5)]
     precision = resolve(cfg.amp, cfg.channels_last, device)
     return FeaturesState(cfg=cfg, spec=spec, model=_prepare_model(model, cfg, precision, device), bank=bank,
                          graph=graph, optimizer=optimizer, scheduler=scheduler,

@@ -158,7 +158,7 @@ class GanStage(Stage[GanState]):
                         g_losses=art["g_losses"].tolist(), d_losses=art["d_losses"].tolist(),
                         history=list(art.meta.get("history", [])), origin=dict(art.meta.get("origin", {})),
                         resume_batch=int(art.meta.get("resume_batch", 0)),
-                        partial_sums=sums if distributed.context().is_main else [0.0] * 3)
+                        partial_sums=sums)
         return _wrapped(state, self.device)
 
     def _networks(self, cfg: GanConfig) -> GanState:
@@ -205,16 +205,16 @@ class GanStage(Stage[GanState]):
         return self.source.batches(generator, start=state.resume_batch), self.source.num_batches()
 
     def train_one_epoch(self, state: GanState, epoch: Epoch) -> dict[str, float]:
-        cfg, loaded, step = state.cfg, self.loaded, epoch.step
+        cfg, loaded = state.cfg, self.loaded
         for indices, images in epoch:  # this rank's slice (b,) of each global batch, (b, 3, S, S)
-            # one draw generator per batch, so a resumed epoch draws the same negatives
+            # one draw generator per batch (epoch.step: its index in the epoch), so a resumed epoch draws the
+            # same negatives
             draws = torch.Generator(device=self.device).manual_seed(
-                derive_seed(cfg.seed, "gan-draws", state.round, len(state.g_losses), step))
+                derive_seed(cfg.seed, "gan-draws", state.round, len(state.g_losses), epoch.step))
             with torch.no_grad():
                 anchors = self.precision.forward(loaded.model, images)  # (b, D) fp32, eval mode
                 a, p, n, _ = batch_triplets(anchors, indices, loaded.memory, self.graph, cfg.num_draws, draws)
             epoch.record(len(indices), gan_step(state, a, p, n))
-            step += 1
         return epoch.means()
 
     def end_epoch(self, state: GanState, metrics: dict[str, float], epoch: Epoch) -> None:

@@ -172,7 +172,9 @@ class Epoch:
         self.stopping = False
         self.start = time.perf_counter()
         self.meter = Throughput()  # training images/s (every rank's)
-        start_sums = state.partial_sums or [0.0] * (len(stage.sum_names) + 1)
+        zeros = [0.0] * (len(stage.sum_names) + 1)
+        # partial sums are global: rank 0 carries a resumed epoch's, the others restart their share at zero
+        start_sums = (state.partial_sums or zeros) if distributed.context().is_main else zeros
         dtype = torch.float32 if stage.device.type == "mps" else torch.float64
         self.sums = torch.tensor(start_sums, dtype=dtype).to(stage.device)  # (terms + 1,): sums, then the count
 
@@ -190,11 +192,15 @@ class Epoch:
         self.bar.advance(self.task)
         if self.stage.sum_names and (self.step % CHECK_EVERY == 0 or self.step == self.num_batches):
             means = self._means(distributed.all_reduce_sum(self.sums))
-            self.bar.update(self.task, stats=_stats(means, self.meter.rate))
+            self.show(_stats(means, self.meter.rate))
         if distributed.any_rank(bool(self.stop), self.stage.device):
             self.stopping = True
             if self.step < self.num_batches:
                 self._stop_within()
+
+    def show(self, stats: str) -> None:
+        """Text beside the progress bar."""
+        self.bar.update(self.task, stats=stats)
 
     def means(self) -> dict[str, float]:
         """The epoch's per-image mean of each term over every rank (stops on a non-finite one)."""
@@ -217,7 +223,6 @@ class Epoch:
         if saved:
             total = distributed.all_reduce_sum(self.sums)
             self._means(total)  # never checkpoint a non-finite sum
-            # partial sums are global: rank 0 carries them, the others restart their share at zero
             self.state.resume_batch, self.state.partial_sums = self.step, total.tolist()
             self.stage.save(self.state, self.stage.partial, complete=False)
         raise StageInterrupted(self.stage.interrupted(self.number, self.step, saved=saved), self.stage.resume_command)

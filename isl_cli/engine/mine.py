@@ -192,9 +192,9 @@ class MiningStage(Stage[MineState]):
     @torch.no_grad()
     def train_one_epoch(self, state: MineState, epoch: Epoch) -> dict[str, float]:
         cfg, memory, graph = self.cfg, self.loaded.memory, state.graph
-        for step, (indices, images) in enumerate(epoch):  # this rank's slice (b,) of each batch, (b, 3, S, S)
+        for indices, images in epoch:  # this rank's slice (b,) of each batch, (b, 3, S, S)
             draws = torch.Generator(device=self.device).manual_seed(
-                derive_seed(cfg.seed, "mine-draws", self.round, state.passes, step))
+                derive_seed(cfg.seed, "mine-draws", self.round, state.passes, epoch.step))
             anchors = self.precision.forward(self.loaded.model, images)  # (b, D) fp32, eval mode
             a, p, neg, _ = batch_triplets(anchors, indices, memory, graph, cfg.num_draws, draws)
             proxies = self.generator(a, p, neg)  # (b, D)
@@ -211,8 +211,7 @@ class MiningStage(Stage[MineState]):
 
     def end_epoch(self, state: MineState, metrics: dict[str, float], epoch: Epoch) -> None:
         state.passes += 1
-        epoch.bar.update(epoch.task, stats=f"{state.graph.num_entries()} entries / quota {self.target} | "
-                                           f"{epoch.rate:.0f} img/s")
+        epoch.show(f"{state.graph.num_entries()} entries / quota {self.target} | {epoch.rate:.0f} img/s")
         log(f"mining pass {state.passes}: {state.graph.num_entries()} neighbour entries (quota {self.target})")
 
     # ---- artifacts
