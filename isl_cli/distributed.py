@@ -142,6 +142,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Maximum over ranks (on a copy); identity for one process."""
+    if not _CONTEXT.enabled:
+        return tensor
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def same_on_all_ranks(tensor: torch.Tensor) -> bool:
     """Whether `tensor` is bit-identical on every rank (a cheap two-number checksum)."""
     if not _CONTEXT.enabled:

@@ -9,8 +9,27 @@ M_j . p' > r, r = R + (1 - s)(1 - R).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import torch
 from torch import Tensor
+
+#: What `propose_pairs` counts per batch, in this order (`Proposals.tally`).
+TALLY_NAMES = ("images", "rejected_score", "candidates", "rejected_radius", "proposed")
+
+
+class Proposals(NamedTuple):
+    """The pairs one batch proposes, and why the others were not.
+
+    rows, cols: (P,) int64 pairs (i, j), row-major (by batch row, then by decreasing similarity); they may
+        hold pairs already in the graph (`add_pairs` skips them).
+    tally: (5,) int64, as TALLY_NAMES: images scored; images whose score s <= tau (they propose nothing);
+        candidates j examined (the top k of each image above tau); candidates with M_j . p' <= r; pairs proposed.
+    """
+
+    rows: Tensor
+    cols: Tensor
+    tally: Tensor
 
 
 def propose_pairs(
@@ -21,8 +40,8 @@ def propose_pairs(
     tau: float = 0.5,
     base_radius: float = 0.6,
     top_k: int = 10,
-) -> tuple[Tensor, Tensor]:
-    """Pairs (i, j) proposed by one batch.
+) -> Proposals:
+    """Pairs (i, j) proposed by one batch, with the counts of what each test rejected.
 
     Args:
         proxies: (B, D) generated proxies p'.
@@ -34,8 +53,7 @@ def propose_pairs(
         top_k: k; at most N - 1 candidates exist.
 
     Returns:
-        i (P,) and j (P,) int64, row-major (by batch row, then by decreasing
-        similarity); may hold pairs already in the graph (`add_pairs` skips them).
+        `Proposals`: i (P,) and j (P,) int64 and the (5,) tally.
     """
     batch, dim = proxies.shape
     scores = scores.reshape(-1)
@@ -49,14 +67,24 @@ def propose_pairs(
     num_candidates = min(top_k, memory.shape[0] - 1)
     if num_candidates == 0 or batch == 0:
         empty = indices.new_empty(0)
-        return empty, empty.clone()
+        rejected = int((scores <= tau).sum()) if batch else 0
+        return Proposals(empty, empty.clone(), _tally([batch, rejected, 0, 0, 0], indices.device))
     similarity = proxies.detach().to(memory.dtype) @ memory.t()  # (B, N) M_j . p'
     similarity.scatter_(1, indices[:, None], float("-inf"))  # exclude i itself
     top_similarity, top_index = similarity.topk(num_candidates, dim=1)  # (B, k), (B, k)
     scores = scores.detach().to(memory.dtype)
     radius = base_radius + (1.0 - scores) * (1.0 - base_radius)  # (B,)
-    keep = (scores > tau)[:, None] & (top_similarity > radius[:, None])  # (B, k)
-    return indices[:, None].expand_as(top_index)[keep], top_index[keep]
+    trusted = scores > tau  # (B,)
+    near = top_similarity > radius[:, None]  # (B, k)
+    keep = trusted[:, None] & near  # (B, k)
+    passed = trusted.sum()
+    tally = torch.stack([torch.tensor(batch, device=indices.device), batch - passed, passed * num_candidates,
+                         (trusted[:, None] & ~near).sum(), keep.sum()]).to(torch.int64)  # (5,)
+    return Proposals(indices[:, None].expand_as(top_index)[keep], top_index[keep], tally)
+
+
+def _tally(values: list[int], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.int64, device=device)  # (5,)
 
 
 def quota(round_index: int, num_images: int, per_round: float = 0.5) -> int:
@@ -76,3 +104,8 @@ def quota(round_index: int, num_images: int, per_round: float = 0.5) -> int:
 def quota_reached(num_entries: int, quota_value: int) -> bool:
     """True when sum over i of (|A(i)| - 1) is strictly above the quota."""
     return num_entries > quota_value
+
+
+def pairs_for_quota(num_entries: int, quota_value: int) -> int:
+    """New pairs (two entries each) that take `num_entries` strictly above the quota; 0 when it already is."""
+    return max(0, (quota_value - num_entries) // 2 + 1)

@@ -170,3 +170,35 @@ def propose_pairs_oracle(proxies, scores, indices, memory, tau=0.5, base_radius=
         ranked = sorted(similarity, key=lambda j: -similarity[j])[:top_k]
         pairs.extend((i, j) for j in ranked if similarity[j] > radius)
     return pairs
+
+
+def proposal_tally_oracle(proxies, scores, indices, memory, tau=0.5, base_radius=0.6, top_k=10) -> dict[str, int]:
+    """What each test of section 7 rejects in one batch, counted one image and one candidate at a time."""
+    tally = {"images": 0, "rejected_score": 0, "candidates": 0, "rejected_radius": 0, "proposed": 0}
+    num_items = memory.shape[0]
+    for b, i in enumerate(indices.tolist()):
+        tally["images"] += 1
+        s = float(scores.reshape(-1)[b])
+        if not s > tau:
+            tally["rejected_score"] += 1
+            continue
+        radius = base_radius + (1.0 - s) * (1.0 - base_radius)
+        similarity = {j: float(memory[j].double() @ proxies[b].double()) for j in range(num_items) if j != i}
+        for j in sorted(similarity, key=lambda j: -similarity[j])[:top_k]:
+            tally["candidates"] += 1
+            tally["rejected_radius" if not similarity[j] > radius else "proposed"] += 1
+    return tally
+
+
+def similarity_miner_oracle(memory, pairs, quota_value) -> set[tuple[int, int]]:
+    """The AND-style rival by brute force: add the most similar non-neighbour pairs i < j (similarity descending,
+    then (i, j) ascending), one at a time, until the entries 2 x |pairs| exceed the quota."""
+    edges = {(min(i, j), max(i, j)) for i, j in pairs.tolist() if i != j}
+    n = memory.shape[0]
+    candidates = [(-float(memory[i].double() @ memory[j].double()), i, j)
+                  for i in range(n) for j in range(i + 1, n) if (i, j) not in edges]
+    for _, i, j in sorted(candidates):
+        if 2 * len(edges) > quota_value:
+            break
+        edges.add((i, j))
+    return edges

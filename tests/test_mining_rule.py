@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isl_cli.mining import propose_pairs, quota, quota_reached
+from isl_cli.mining import TALLY_NAMES, pairs_for_quota, propose_pairs, quota, quota_reached
 
 import oracles
 
@@ -33,10 +33,13 @@ def test_random_batches_match_the_loop_oracle(seed, tau, base_radius, top_k):
     indices = torch.randint(0, memory.shape[0], (12,), generator=gen)
     proxies = F.normalize(memory[indices] + 0.2 * torch.randn(12, memory.shape[1], generator=gen), dim=1)
     scores = torch.rand(12, generator=gen)
-    i, j = propose_pairs(proxies, scores, indices, memory, tau, base_radius, top_k)
+    i, j, _ = propose_pairs(proxies, scores, indices, memory, tau, base_radius, top_k)
     expected = oracles.propose_pairs_oracle(proxies, scores, indices, memory, tau, base_radius, top_k)
     assert as_pairs(i, j) == expected
     assert i.dtype == torch.int64 and j.dtype == torch.int64
+    tally = propose_pairs(proxies, scores, indices, memory, tau, base_radius, top_k).tally
+    assert dict(zip(TALLY_NAMES, tally.tolist())) == oracles.proposal_tally_oracle(
+        proxies, scores, indices, memory, tau, base_radius, top_k)
 
 
 def test_own_row_most_similar_is_excluded_and_does_not_use_a_slot():
@@ -46,7 +49,7 @@ def test_own_row_most_similar_is_excluded_and_does_not_use_a_slot():
         torch.tensor([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2], [0.97, 0.24], [0.0, 1.0]]), dim=1
     )
     proxies = memory[[0]].clone()
-    i, j = propose_pairs(proxies, torch.tensor([1.0]), torch.tensor([0]), memory, top_k=2)
+    i, j, _ = propose_pairs(proxies, torch.tensor([1.0]), torch.tensor([0]), memory, top_k=2)
     assert as_pairs(i, j) == [(0, 1), (0, 2)]
     assert as_pairs(i, j) == oracles.propose_pairs_oracle(proxies, torch.tensor([1.0]), torch.tensor([0]), memory, top_k=2)
 
@@ -56,26 +59,26 @@ def test_scores_at_or_below_tau_propose_nothing_and_the_radius_grows_as_the_scor
     proxies = torch.tensor([[1.0, 0.0]] * 4)
     indices = torch.tensor([3, 3, 3, 3])
     scores = torch.tensor([0.5, 0.2, 1.0, 0.875])  # at tau, below, certain, in between
-    i, j = propose_pairs(proxies, scores, indices, memory)
+    i, j, _ = propose_pairs(proxies, scores, indices, memory)
     # similarities 1.0, 0.8, 0.64997: s = 1 gives r = 0.6 -> rows 0, 1, 2;
     # s = 0.875 gives r = 0.6 + 0.125 * 0.4 = 0.65 -> rows 0, 1
     assert as_pairs(i, j) == [(3, 0), (3, 1), (3, 2), (3, 0), (3, 1)]
     assert as_pairs(i, j) == oracles.propose_pairs_oracle(proxies, scores, indices, memory)
     scores_column = scores[:, None]  # (B, 1) as the discriminator returns it
-    assert as_pairs(*propose_pairs(proxies, scores_column, indices, memory)) == as_pairs(i, j)
+    assert as_pairs(*propose_pairs(proxies, scores_column, indices, memory)[:2]) == as_pairs(i, j)
 
 
 def test_radius_is_strict():
     memory = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
-    i, j = propose_pairs(torch.tensor([[0.6, 0.8]]), torch.tensor([1.0]), torch.tensor([0]), memory, base_radius=1.0)
+    i, j, _ = propose_pairs(torch.tensor([[0.6, 0.8]]), torch.tensor([1.0]), torch.tensor([0]), memory, base_radius=1.0)
     assert i.numel() == 0  # similarity 1.0 is not above r = 1.0
 
 
 def test_tiny_bank_and_bad_arguments():
     memory = torch.eye(2)
-    i, j = propose_pairs(torch.tensor([[0.0, 1.0]]), torch.tensor([0.9]), torch.tensor([0]), memory, top_k=10)
+    i, j, _ = propose_pairs(torch.tensor([[0.0, 1.0]]), torch.tensor([0.9]), torch.tensor([0]), memory, top_k=10)
     assert as_pairs(i, j) == [(0, 1)]
-    i, j = propose_pairs(torch.tensor([[1.0]]), torch.tensor([0.9]), torch.tensor([0]), torch.ones(1, 1))
+    i, j, _ = propose_pairs(torch.tensor([[1.0]]), torch.tensor([0.9]), torch.tensor([0]), torch.ones(1, 1))
     assert i.numel() == 0 and j.numel() == 0
     with pytest.raises(ValueError, match="top_k"):
         propose_pairs(torch.tensor([[0.0, 1.0]]), torch.tensor([0.9]), torch.tensor([0]), memory, top_k=0)
@@ -92,3 +95,23 @@ def test_quota_and_the_strict_stop():
         quota(-1, 10)
     with pytest.raises(ValueError):
         quota(0, 0)
+
+
+def test_the_tally_counts_each_rejection_by_hand():
+    memory = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.65, 0.76], [0.0, 1.0]]), dim=1)
+    proxies = torch.tensor([[1.0, 0.0]] * 4)
+    scores = torch.tensor([0.5, 0.2, 1.0, 0.875])  # two at or below tau; then r = 0.6 and r = 0.65
+    _, _, tally = propose_pairs(proxies, scores, torch.tensor([3, 3, 3, 3]), memory, top_k=2)
+    # the two trusted images see their top 2 (rows 0 and 1): all four within their radius
+    assert dict(zip(TALLY_NAMES, tally.tolist())) == {
+        "images": 4, "rejected_score": 2, "candidates": 4, "rejected_radius": 0, "proposed": 4}
+    _, _, tally = propose_pairs(proxies, scores, torch.tensor([3, 3, 3, 3]), memory, base_radius=0.9)
+    # r = 0.9 (s = 1) keeps rows 0 only; r = 0.9125 (s = 0.875) keeps row 0 only: 3 + 3 candidates, 4 outside
+    assert tally.tolist() == [4, 2, 6, 4, 2]
+
+
+@pytest.mark.parametrize("entries, quota_value, expected", [(0, 5, 3), (0, 4, 3), (5, 5, 1), (6, 5, 0), (40, 5, 0)])
+def test_pairs_for_quota_take_the_graph_just_above_the_quota(entries, quota_value, expected):
+    assert pairs_for_quota(entries, quota_value) == expected
+    assert quota_reached(entries + 2 * expected, quota_value)
+    assert expected == 0 or not quota_reached(entries + 2 * (expected - 1), quota_value)

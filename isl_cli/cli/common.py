@@ -146,7 +146,7 @@ RoundOpt = Annotated[
     int | None, typer.Option("--round", help="Round number \\[default: the features' round].", show_default=False),
 ]
 StagePresetOpt = Annotated[
-    str, typer.Option("--preset", help="paper (fp32 unless --amp) or quick (--amp auto, --channels-last)."),
+    str, typer.Option("--preset", help="paper (fp32 unless --amp), quick or cpu (both: --amp auto, --channels-last; see isl run --help)."),
 ]
 # the evaluations: features recomputed in batches, at the precision asked for (no preset)
 EvalBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")]

@@ -75,12 +75,13 @@ def inspect(
 
 def _mining_table(stats: dict) -> None:
     """The mining figures of a neighbours file: its pairs, and with labels their precision against the rivals."""
-    from isl_cli.cli.mine_neighbors import precision_rows
+    from isl_cli.cli.mine_neighbors import precision_rows, proposal_rows
 
     table = field_table("mining", value_justify="right")
     for key, label in (("entries", "neighbour entries"), ("new_pairs", "new pairs this round"), ("passes", "passes")):
         if stats.get(key) is not None:
             table.add_row(label, str(stats[key]))
+    proposal_rows(table, stats)
     precision_rows(table, stats)
     console.print(table)
     if stats.get("labels_note"):

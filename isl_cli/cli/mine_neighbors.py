@@ -26,6 +26,7 @@ from isl_cli.cli.common import (
 from isl_cli.cli.options import StageAmpOpt, StageChannelsLastOpt, stage_options
 from isl_cli import checks
 from isl_cli.config import MineConfig, override, preset_configs
+from isl_cli.errors import IslError
 
 Opt = typer.Option
 
@@ -34,7 +35,7 @@ Opt = typer.Option
 def mine_neighbors(
     features: FeaturesOpt = None,
     data: RecordedDataOpt = None,
-    gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan']; not with --miner similarity.", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
     out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
     preset: StagePresetOpt = "paper",
@@ -55,6 +56,17 @@ def mine_neighbors(
     --resume continues at the next pass and ends as an uninterrupted run would. Labels, when known, are used only to report
     the precision of the mined pairs. Features with an ImageNet backbone take the ImageNet settings
     (tau = R = 0.3, batch 256), and the first log line says so.
+
+    The report counts what each test rejected: proxies scored at most tau, candidates outside the radius, and
+    proposals that were neighbours already. --stop-after-empty N ends a round after N passes in a row that add nothing,
+    with a line saying what to try. --miner similarity mines without a GAN: the most similar non-neighbour pairs of
+    the bank, as many as the quota needs, in one pass (the plain-similarity rival, in the style of AND).
+
+    Example
+
+    $ isl mine-neighbors --features runs/me/r0-features.safetensors
+
+    $ isl mine-neighbors --features runs/me/r0-features.safetensors --miner similarity
     """
     from isl_cli.artifacts import read_header
 
@@ -71,7 +83,11 @@ def mine_neighbors(
     checks.training_batch(config.batch_size, batch_norm=False)
     out = out or sibling(features, "neighbors")
     checks.writable_folder(out)
-    job = MineJob(config=config, features=features, gan=gan or sibling(features, "gan"),
+    if config.miner == "similarity" and gan is not None:
+        raise IslError("--gan is not used by --miner similarity (it mines the bank alone); drop one of them")
+    if config.miner == "gan":
+        gan = gan or sibling(features, "gan")
+    job = MineJob(config=config, features=features, gan=gan,
                   out=out, device=compute_device(device), neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet, resume=resume,
                   resume_command=resume_command("mine-neighbors"),
@@ -82,11 +98,30 @@ def mine_neighbors(
     table.add_row("neighbour entries", f"{result.entries} (quota {result.quota}, {'reached' if result.reached else 'NOT reached'})")
     table.add_row("passes", str(result.passes))
     table.add_row("new pairs this round", str(stats.get("new_pairs", 0)))
+    proposal_rows(table, stats)
     precision_rows(table, stats)
     table.add_row("time", f"{result.seconds:.1f} s")
     console.print(table)
     if stats.get("labels_note"):
         console.print(f"precision: share of same-label pairs; {stats['labels_note']}")
+
+
+def proposal_rows(table, stats: dict) -> None:
+    """What each mining test rejected (GAN miner; also shown by `isl inspect`)."""
+    p = stats.get("proposals")
+    if not p:
+        return
+    table.add_row("proxies scored", str(p["images"]))
+    table.add_row("  rejected: score <= tau", f"{p['rejected_score']} (mean s {_fmt(p.get('score_mean'))}, "
+                  f"max {_fmt(p.get('score_max'))})")
+    table.add_row("  rejected: outside the radius", f"{p['rejected_radius']} of {p['candidates']} candidates")
+    table.add_row("  rejected: neighbours already", f"{p['rejected_known']} of {p['proposed']} proposed pairs")
+    if stats.get("stopped_empty") or not p["added"]:
+        table.add_row("why it stopped", str(stats.get("reason", "")))
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def precision_rows(table, stats: dict) -> None:

@@ -30,8 +30,8 @@ Opt = typer.Option
 @run_options(FeaturesConfig, GanConfig, MineConfig)
 def run(
     dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
-    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show).")] = "paper",
-    rounds: Annotated[Optional[int], Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors [paper: 4; quick: 2].", show_default=False)] = None,
+    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show). cpu: the paper's schedule (4 rounds of 200 epochs, the GAN's stopping rule, the mining quota) at width 0.25 on the fast path, mining stopped after 5 empty passes; 5,000 32x32 images in under an hour on 2 CPU cores.")] = "paper",
+    rounds: Annotated[Optional[int], Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors [paper: 4; quick: 2; cpu: 4].", show_default=False)] = None,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
@@ -40,8 +40,8 @@ def run(
     changes: dict[type, dict[str, Any]] = None,  # every stage's options (class -> field -> value): cli/options.py
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
     no_report: Annotated[bool, Opt("--no-report", help="Skip the PNG figures drawn at the end.")] = False,
-    linear_probe: Annotated[bool, Opt("--linear-probe", help="Also report the final linear probe (isl eval-linear, pooled features) \\[default: on for --preset quick].")] = False,
-    no_linear_probe: Annotated[bool, Opt("--no-linear-probe", help="Skip the final linear probe of --preset quick.")] = False,
+    linear_probe: Annotated[bool, Opt("--linear-probe", help="Also report the final linear probe (isl eval-linear, pooled features) \\[default: on for --preset quick and cpu].")] = False,
+    no_linear_probe: Annotated[bool, Opt("--no-linear-probe", help="Skip the final linear probe of --preset quick and cpu.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -81,6 +81,7 @@ def run(
         imagenet = dataset_is_imagenet(data_dir) if prepared else dataset == "imagenet"
     if linear_probe and no_linear_probe:
         raise IslError("--linear-probe and --no-linear-probe contradict each other; give one")
+    _refuse_gan_options_without_gan(changes)
     checks.finite_positive("--threads", threads)
     configs(imagenet, machine=False)  # the options alone first, before torch is even imported: a typo exits at once
 
@@ -91,7 +92,7 @@ def run(
     apply_threads(threads)
     torch_device = compute_device(device)
     config = configs(imagenet, torch_device)  # then what needs the machine: memory, the device
-    probe = linear_probe or (preset == "quick" and not no_linear_probe)
+    probe = linear_probe or (preset in ("quick", "cpu") and not no_linear_probe)
     acquire(run_dir)  # one `isl run` per run folder, after the option checks, before any work (released at exit)
     if not prepared:
         from isl_cli.data.sources.fetch import prepare_dataset
@@ -114,19 +115,32 @@ def run(
         err_console.print(f"figures: {', '.join(str(p) for p in paths)}")
 
 
+def _refuse_gan_options_without_gan(changes: dict[type, dict[str, Any]]) -> None:
+    """With --miner similarity no GAN is trained: a typed GAN-only option would be dropped, so it is refused."""
+    from isl_cli.config import RUN_SHARED_HELP, cli_options
+
+    if changes[MineConfig].get("miner") != "similarity":
+        return
+    typed = [opt.run_flag for name, opt in cli_options(GanConfig).items()
+             if changes[GanConfig].get(name) is not None and opt.run_flag not in RUN_SHARED_HELP]
+    if typed:
+        raise IslError(f"{', '.join(typed)}: --miner similarity trains no GAN; drop {'them' if len(typed) > 1 else 'it'}")
+
+
 def print_summary(summary: dict) -> None:
     """The per-round table of a run."""
     table = Table(title=f"ISL run {summary['run_dir']}", title_justify="left",
                   caption="kNN top-1/top-5 % (k=200 unless said; 'final linear': the linear probe); baselines: "
-                          "pixels = centred pixels, random = the random-init backbone. Precision % of the pairs new "
-                          "this round (mined), of as many pairs by plain similarity in the same bank (similar), and "
-                          "chance; labels are used only for these.",
+                          "pixels = centred pixels, random = the random-init backbone. New pairs mined this round "
+                          "(* stopped on empty passes, below the quota; the line under the table says why). "
+                          "Precision % of the pairs new this round (mined), of as many pairs by plain similarity in "
+                          "the same bank (similar), and chance; labels are used only for these.",
                   caption_justify="left")
-    for name in ("round", "top-1", "top-5", "nbrs/img", "mined", "similar", "chance", "s"):
+    for name in ("round", "top-1", "top-5", "new", "nbrs/img", "mined", "similar", "chance", "s"):
         table.add_column(name, justify="right", no_wrap=True)
     for row in summary["rounds"]:
         table.add_row(
-            str(row["round"]), _pct(row.get("knn_top1")), _pct(row.get("knn_top5")),
+            str(row["round"]), _pct(row.get("knn_top1")), _pct(row.get("knn_top5")), _count(row),
             _num(row.get("mined_neighbors_per_image")), _pct(row.get("mined_new_precision"), 100),
             _pct(row.get("mined_similarity_precision"), 100), _pct(row.get("mined_chance_precision"), 100),
             f"{row.get('seconds', 0):.0f}",
@@ -134,13 +148,19 @@ def print_summary(summary: dict) -> None:
     final = summary.get("final")
     if final and final.get("scored"):
         for res in final["results"]:
-            table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "", "",
+            table.add_row(f"final k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}", "", "", "", "", "",
                           f"{summary.get('total_seconds', 0):.0f}")
     linear = summary.get("final_linear")
     if linear and linear.get("scored"):
-        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "", "")
+        table.add_row("final linear", f"{linear['top1']:.2f}", f"{linear['top5']:.2f}", "", "", "", "", "", "")
     _baseline_rows(table, summary.get("baselines", {}))
     console.print(table)
+    for row in summary["rounds"]:  # a round whose mining fell short of its quota says why
+        if row.get("mined_reached_quota") is False:
+            err_console.print(f"[yellow]round {row['round']} mining: {row.get('mined_reason')}[/yellow]",
+                              soft_wrap=True)
+            if row.get("mined_rejections"):
+                err_console.print(f"  {row['mined_rejections']}", soft_wrap=True)
     if summary.get("settings_note"):
         err_console.print(summary["settings_note"], soft_wrap=True)
     if final and not final.get("scored"):
@@ -158,7 +178,13 @@ def _baseline_rows(table: Table, baselines: dict) -> None:
             continue
         for res in report["results"]:
             table.add_row(f"{key} k{res['k']}", f"{res['top1']:.2f}", f"{res['top5']:.2f}",
-                          "", "", "", "", "")
+                          "", "", "", "", "", "")
+
+
+def _count(row: dict) -> str:
+    """New pairs of a round's mining, marked * when it stopped on empty passes below the quota."""
+    new = row.get("mined_new_pairs")
+    return "-" if new is None else f"{new}{'*' if row.get('mined_stopped_empty') else ''}"
 
 
 def _pct(value, scale: float = 1.0) -> str:

@@ -1,12 +1,19 @@
-"""The mining stage: GAN proxies become new neighbour pairs (ISL-METHOD.md section 7).
+"""The mining stage: new neighbour pairs, by the GAN's proxies or by plain similarity (docs/method.md, mining).
 
-Everything is frozen. Each batch builds triplets from augmented anchors, makes
-proxies p' = G(a, p, n), scores them s = Dis(a, p', n), and for images with
-s > tau adds every j among the 10 bank rows nearest p' with M_j . p' > r,
-r = R + (1 - s)(1 - R). As in the reference (a do-while), a round always
-runs its first pass, then passes repeat until the neighbour entries exceed
-(round + 1) * 0.5 * N or the pass cap is reached; with `quota_check="batch"`
-the quota is also checked after each batch, the first batch always running.
+`--miner gan` (the paper's): everything is frozen. Each batch builds triplets
+from augmented anchors, makes proxies p' = G(a, p, n), scores them
+s = Dis(a, p', n), and for images with s > tau adds every j among the 10 bank
+rows nearest p' with M_j . p' > r, r = R + (1 - s)(1 - R). As in the
+reference (a do-while), a round always runs its first pass, then passes
+repeat until the neighbour entries exceed (round + 1) * 0.5 * N or the pass
+cap is reached; with `quota_check="batch"` the quota is also checked after
+each batch, the first batch always running; with `stop_after_empty` N, N
+passes in a row that add nothing end the round. What each test rejected is
+counted (`mining.propose_pairs`' tally) and kept in the artifact's stats.
+
+`--miner similarity` (the AND-style rival): one pass, no GAN, no data: the
+most similar pairs i < j of the bank that are not yet neighbours join the
+graph, as many as the quota needs.
 
 A pass is the runner's epoch (`engine/loop.py`): after each pass that is not
 the last, the graph so far is saved to OUT.partial.safetensors, and a resumed
@@ -26,23 +33,30 @@ import torch
 
 from isl_cli import distributed
 from isl_cli.artifacts import fingerprint_tensors, read_header
-from isl_cli.checkpoints import load_gan, load_neighbors, metrics_path, partial_path, save_neighbors
+from isl_cli.checkpoints import load_neighbors, metrics_path, partial_path, save_neighbors
 from isl_cli.config import MineConfig, to_dict
 from isl_cli.data.store import load_split
 from isl_cli.engine.embedding import batch_source
 from isl_cli.engine.features_file import features_inputs, open_features, which_graph
+from isl_cli.engine.frozen_gan import open_frozen_gan
 from isl_cli.engine.imagenet_note import mine_line
 from isl_cli.engine.loop import Epoch, Position, Stage, run_stage
-from isl_cli.engine.mining_report import mining_stats, rounds_for
+from isl_cli.engine.mining_report import (
+    ROUND_TALLY,
+    mining_stats,
+    rejection_line,
+    rounds_for,
+    stop_reason,
+    tally_stats,
+)
 from isl_cli.engine.progress import log
 from isl_cli.engine.state import derive_seed, generator_for
 from isl_cli.errors import IslError
 from isl_cli.locks import writes
-from isl_cli.mining import propose_pairs, quota, quota_reached
-from isl_cli.models.gan import Discriminator, Generator
-from isl_cli.models.spec import load_module
+from isl_cli.mining import pairs_for_quota, propose_pairs, quota, quota_reached
 from isl_cli.neighbors import NeighborGraph
 from isl_cli.precision import resolve
+from isl_cli.similarity_pairs import most_similar_pairs
 from isl_cli.triplets import batch_triplets
 
 
@@ -52,7 +66,7 @@ class MineJob:
 
     config: MineConfig
     features: Path
-    gan: Path
+    gan: Path | None  # None with the similarity miner
     out: Path
     device: torch.device
     neighbors: Path | None = None
@@ -84,6 +98,9 @@ class MineState(Position):
 
     graph: NeighborGraph = None  # type: ignore[assignment]
     passes: int = 0
+    empty_run: int = 0  # passes in a row, the last ones, that added no pair
+    tally: list[int] = field(default_factory=lambda: [0] * len(ROUND_TALLY))  # the round's counts (ROUND_TALLY)
+    scores: list[float] = field(default_factory=lambda: [0.0, 0.0])  # sum and max of the round's scores s
 
 
 @writes(outputs=lambda job: [job.out, partial_path(job.out), metrics_path(job.out)],
@@ -127,8 +144,11 @@ class MiningStage(Stage[MineState]):
         if differs:
             raise IslError(f"{self.partial}: was made with other {', '.join(differs)} than this command; run the "
                            "same command with --resume, or --overwrite to start over")
+        saved_meta = nfile.meta
         state = MineState(graph=NeighborGraph.from_pairs(nfile.pairs.to(self.device), self.n),
-                          passes=int(nfile.meta.get("passes", 0)))
+                          passes=int(saved_meta.get("passes", 0)), empty_run=int(saved_meta.get("empty_run", 0)),
+                          tally=[int(v) for v in saved_meta.get("tally", [0] * len(ROUND_TALLY))],
+                          scores=[float(v) for v in saved_meta.get("scores", [0.0, 0.0])])
         log(f"resuming {self.partial} after mining pass {state.passes} ({state.graph.num_entries()} neighbour entries)")
         return state
 
@@ -143,19 +163,9 @@ class MiningStage(Stage[MineState]):
         meta = loaded.artifact.meta
         if not meta.get("complete", True):
             raise IslError(f"{job.features}: is an unfinished checkpoint; finish train-features first (--resume)")
-        gan = load_gan(job.gan, fingerprint=loaded.fingerprint, device=job.device)
-        if gan.meta.get("features_id") != meta.get("features_id"):
-            raise IslError(f"{job.gan}: was trained on other features than {job.features} "
-                           f"(features id {gan.meta.get('features_id')} vs {meta.get('features_id')}); "
-                           "run train-gan on these features first")
-        if not gan.meta.get("complete", True):
-            raise IslError(f"{job.gan}: is an unfinished checkpoint; finish train-gan first (--resume)")
-        dim = loaded.spec.low_dim
-        self.generator, self.discriminator = Generator(dim).to(job.device), Discriminator(dim).to(job.device)
-        load_module(self.generator, gan.with_prefix("generator."), str(job.gan))
-        load_module(self.discriminator, gan.with_prefix("discriminator."), str(job.gan))
-        self.generator.eval()
-        self.discriminator.eval()
+        gan_id = None
+        if cfg.miner == "gan":
+            self.generator, self.discriminator, gan_id = open_frozen_gan(job.gan, job.features, loaded, job.device)
         self.train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
         self.n = n = len(self.train)
         self.base = which_graph(loaded.artifact, job.neighbors, loaded.fingerprint, n)
@@ -163,35 +173,49 @@ class MiningStage(Stage[MineState]):
         self.round = job.round_index if job.round_index is not None else int(meta.get("round", 0))
         self.target = quota(self.round, n, cfg.per_round)
         self.inputs = {"config": to_dict(cfg), "round": self.round, "features_id": meta.get("features_id"),
-                       "gan_id": fingerprint_tensors(*(gan[k].reshape(-1) for k in sorted(gan.tensors)
-                                                        if k.startswith(("generator.", "discriminator.")))),
-                       "base_id": fingerprint_tensors(self.base_graph.keys)}
+                       "gan_id": gan_id, "base_id": fingerprint_tensors(self.base_graph.keys)}
 
     def begin(self, state: MineState, resumed: bool) -> None:
         cfg = self.cfg
         self.source = batch_source(self.train, self.loaded.spec, train=True, batch_size=cfg.batch_size,
                                    device=self.device, num_workers=cfg.num_workers)
         log(self.precision.describe())
+        if cfg.miner == "similarity":
+            log(f"round {self.round}: mining by plain similarity: the most similar non-neighbour pairs of the bank "
+                f"until more than {self.target} neighbour entries (now {state.graph.num_entries()}), in one pass")
+            return
+        empty = f"; stop after {cfg.stop_after_empty} empty passes in a row" if cfg.stop_after_empty else ""
         log(f"round {self.round}: mining until more than {self.target} neighbour entries "
-            f"(now {state.graph.num_entries()}), at least 1 and at most {cfg.max_passes} passes")
+            f"(now {state.graph.num_entries()}), at least 1 and at most {cfg.max_passes} passes{empty}")
 
     # ---- passes
 
     def finished(self, state: MineState) -> bool:
         """A do-while, as the reference: the first pass runs even when the graph already exceeds the quota."""
+        cfg = self.cfg
         over = quota_reached(state.graph.num_entries(), self.target)
-        return state.passes >= self.cfg.max_passes or (state.passes > 0 and over)
+        stalled = cfg.stop_after_empty > 0 and state.empty_run >= cfg.stop_after_empty
+        one_pass = cfg.miner == "similarity" and state.passes > 0
+        return state.passes >= cfg.max_passes or (state.passes > 0 and (over or stalled)) or one_pass
 
     def epoch_index(self, state: MineState) -> int:
         return state.passes
 
     def open_epoch(self, state: MineState):
+        self.entries_before = state.graph.num_entries()
+        if self.cfg.miner == "similarity":  # one step over the whole bank: no data
+            return iter([(None, None)]), 1
         generator = generator_for(self.cfg.seed, "mine-batches", self.round, state.passes)
         return self.source.batches(generator), self.source.num_batches()
 
     @torch.no_grad()
     def train_one_epoch(self, state: MineState, epoch: Epoch) -> dict[str, float]:
+        if self.cfg.miner == "similarity":
+            return self._similarity_pass(state, epoch)
         cfg, memory, graph = self.cfg, self.loaded.memory, state.graph
+        tally = torch.zeros(len(ROUND_TALLY) - 1, dtype=torch.int64, device=self.device)  # (5,) this pass
+        score_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        score_max = torch.full((), float(state.scores[1]), dtype=torch.float64, device=self.device)
         for indices, images in epoch:  # this rank's slice (b,) of each batch, (b, 3, S, S)
             draws = torch.Generator(device=self.device).manual_seed(
                 derive_seed(cfg.seed, "mine-draws", self.round, state.passes, epoch.step))
@@ -199,18 +223,37 @@ class MiningStage(Stage[MineState]):
             a, p, neg, _ = batch_triplets(anchors, indices, memory, graph, cfg.num_draws, draws)
             proxies = self.generator(a, p, neg)  # (b, D)
             scores = self.discriminator.score(a, proxies, neg).squeeze(1)  # (b,)
-            rows, cols = propose_pairs(proxies, scores, indices, memory, cfg.tau, cfg.base_radius,
-                                       cfg.top_k)  # (P,), (P,)
+            rows, cols, counts = propose_pairs(proxies, scores, indices, memory, cfg.tau, cfg.base_radius,
+                                               cfg.top_k)  # (P,), (P,), (5,)
+            tally += counts
+            score_sum += scores.double().sum()
+            score_max = torch.maximum(score_max, scores.double().max())
             # every rank adds every rank's proposals, in rank order: the graphs stay identical
             graph.add_pairs(distributed.all_gather_cat(rows), distributed.all_gather_cat(cols))
             epoch.record(len(indices))
             # per-batch quota (same graph on every rank); the first batch always runs
             if cfg.quota_check == "batch" and quota_reached(graph.num_entries(), self.target):
                 break
+        tally, score_sum = distributed.all_reduce_sum(tally), distributed.all_reduce_sum(score_sum)
+        state.tally[:len(tally)] = [a + int(b) for a, b in zip(state.tally, tally.tolist())]
+        state.scores = [state.scores[0] + float(score_sum), float(distributed.all_reduce_max(score_max))]
+        return epoch.means()
+
+    def _similarity_pass(self, state: MineState, epoch: Epoch) -> dict[str, float]:
+        """The AND-style rival: as many of the most similar non-neighbour pairs as the quota needs, at once."""
+        graph = state.graph
+        for _ in epoch:
+            wanted = pairs_for_quota(graph.num_entries(), self.target)
+            pairs, _ = most_similar_pairs(self.loaded.memory, wanted, graph.keys)  # (E, 2), i < j
+            graph.add_pairs(pairs[:, 0], pairs[:, 1])
+            epoch.record(self.n)
         return epoch.means()
 
     def end_epoch(self, state: MineState, metrics: dict[str, float], epoch: Epoch) -> None:
         state.passes += 1
+        added = (state.graph.num_entries() - self.entries_before) // 2
+        state.tally[-1] += added
+        state.empty_run = 0 if added else state.empty_run + 1
         epoch.show(f"{state.graph.num_entries()} entries / quota {self.target} | {epoch.rate:.0f} img/s")
         log(f"mining pass {state.passes}: {state.graph.num_entries()} neighbour entries (quota {self.target})")
 
@@ -221,15 +264,13 @@ class MiningStage(Stage[MineState]):
         if not complete:  # the graph after `passes` finished passes
             save_neighbors(path, graph.pairs().cpu(), fingerprint=self.loaded.fingerprint, num_images=n,
                            round_index=self.round, config=self.inputs["config"],
-                           meta={"complete": False, "passes": state.passes, "inputs": self.inputs})
+                           meta={"complete": False, "passes": state.passes, "inputs": self.inputs,
+                                 "empty_run": state.empty_run, "tally": state.tally, "scores": state.scores})
             return
         cfg, target = self.cfg, self.target
         self.reached = reached = quota_reached(graph.num_entries(), target)
-        if reached:
-            reason = f"quota reached: {graph.num_entries()} entries > {target} after {state.passes} passes"
-        else:
-            reason = (f"stopped at the cap of {cfg.max_passes} passes with {graph.num_entries()} entries, "
-                      f"below the quota of {target}; writing what was found")
+        reason = stop_reason(cfg, state.passes, graph.num_entries(), target, state.empty_run, reached)
+        if not reached:
             log(f"[yellow]{reason}[/yellow]")
         if not distributed.same_on_all_ranks(graph.keys):
             raise IslError("data-parallel ranks mined different graphs; nothing was written")
@@ -239,11 +280,18 @@ class MiningStage(Stage[MineState]):
         round_added = rounds_for(pairs, self.base.pairs, self.base.round_added, is_new, self.round, n)
         self.stats = mining_stats(graph.to("cpu"), self.train.labels, pairs[is_new], self.loaded.memory,
                                   self.base_graph.keys)
-        self.stats.update({"passes": state.passes, "quota": target, "reason": reason})
+        self.stats.update({"passes": state.passes, "quota": target, "reason": reason, "miner": cfg.miner,
+                           "stopped_empty": bool(cfg.stop_after_empty and state.empty_run >= cfg.stop_after_empty
+                                                 and not reached)})
+        if cfg.miner == "gan":
+            self.stats.update(tally_stats(state.tally, state.scores))
+            self.stats["rejections"] = rejection_line(self.stats["proposals"], cfg.tau)
+            log(f"round {self.round} proposals: {self.stats['rejections']}")
         meta = self.loaded.artifact.meta
         save_neighbors(path, pairs, fingerprint=self.loaded.fingerprint, num_images=n, round_index=self.round,
                        round_added=round_added, config=to_dict(cfg),
-                       meta={"stats": self.stats, "features": str(self.job.features), "gan": str(self.job.gan),
+                       meta={"stats": self.stats, "features": str(self.job.features),
+                             "gan": str(self.job.gan) if self.job.gan else None,
                              "features_id": meta.get("features_id"), "reached_quota": reached, "complete": True})
 
     def result(self, state: MineState) -> MineResult:

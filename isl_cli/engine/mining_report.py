@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from isl_cli.mining import TALLY_NAMES
 from isl_cli.neighbors import NeighborGraph, graph_stats
 from isl_cli.similarity_pairs import similarity_rival
 
@@ -50,3 +51,53 @@ def rounds_for(pairs: torch.Tensor, base_pairs: torch.Tensor, base_rounds: torch
         found = (base_keys[pos] == keys) & ~is_new
         rounds[found] = base_rounds[order[pos[found]]]
     return rounds
+
+
+#: A round's tally: `propose_pairs`' counts, then the pairs that joined the graph (the rest of the proposed ones were
+#: neighbours already, or proposed twice).
+ROUND_TALLY = (*TALLY_NAMES, "added")
+
+
+def tally_stats(tally: list[int], scores: list[float]) -> dict[str, Any]:
+    """A round's proposal counts as the report keeps them; `scores` is [sum, max] of the discriminator's scores."""
+    stats: dict[str, Any] = {name: int(v) for name, v in zip(ROUND_TALLY, tally)}
+    stats["rejected_known"] = stats["proposed"] - stats["added"]
+    stats["score_mean"] = scores[0] / stats["images"] if stats["images"] else None
+    stats["score_max"] = scores[1] if stats["images"] else None
+    return {"proposals": stats}
+
+
+def rejection_line(proposals: dict[str, Any], tau: float) -> str:
+    """One line: what each test rejected this round, and what to try when nothing was added."""
+    p = proposals
+    line = (f"{p['images']} proxies scored: {p['rejected_score']} rejected by the score (s <= tau {tau:g}; mean s "
+            f"{_fmt(p.get('score_mean'))}, max {_fmt(p.get('score_max'))}), {p['rejected_radius']} of "
+            f"{p['candidates']} candidates outside the radius, {p['rejected_known']} of {p['proposed']} proposed "
+            f"pairs already neighbours; {p['added']} pairs added")
+    if p["added"]:
+        return line
+    if p["rejected_score"] == p["images"]:
+        hint = ("the discriminator trusts no proxy: try a lower --tau, another GAN (train-gan --epochs), or "
+                "--miner similarity")
+    elif p["proposed"] == 0:
+        hint = "no candidate lies within the radius: try a lower --base-radius, or --miner similarity"
+    else:
+        hint = "every proposal is a neighbour already: the GAN keeps finding the same pairs; try --miner similarity"
+    return f"{line}. {hint}"
+
+
+def stop_reason(cfg: Any, passes: int, entries: int, target: int, empty_run: int, reached: bool) -> str:
+    """Why a round's mining ended, in one line (`cfg`: its MineConfig)."""
+    if reached:
+        return f"quota reached: {entries} entries > {target} after {passes} passes"
+    if cfg.miner == "similarity":
+        return f"every non-neighbour pair is taken: {entries} entries, below the quota of {target}"
+    if cfg.stop_after_empty and empty_run >= cfg.stop_after_empty:
+        return (f"stopped after {empty_run} passes in a row that added no pair ({passes} passes, {entries} entries, "
+                f"below the quota of {target}); writing what was found")
+    return (f"stopped at the cap of {cfg.max_passes} passes with {entries} entries, below the quota of {target}; "
+            "writing what was found")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -42,8 +42,10 @@ def summarize(run_dir: Path, rounds: int) -> dict[str, Any]:
             row["mined_entries"] = stats.get("entries")
             row["mined_neighbors_per_image"] = stats.get("entries", 0) / n if n else None
             for key in ("precision", "new_precision", "chance_precision", "share_with_neighbors", "new_pairs",
-                        "passes", "similarity_precision", "similarity_pairs"):
+                        "passes", "similarity_precision", "similarity_pairs", "miner", "reason", "stopped_empty",
+                        "proposals", "rejections"):
                 row[f"mined_{key}"] = stats.get(key)
+            row["mined_reached_quota"] = nmeta.get("reached_quota")
         row["seconds"] = sum(v for k, v in timings.items() if k.startswith(f"r{r}-"))
         rows.append(row)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "rounds": rows}

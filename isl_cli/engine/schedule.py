@@ -3,7 +3,7 @@
 Round r = 0..R-1 writes, in the run folder:
 
     r{r}-features.safetensors    train-features (round 0: plain instance discrimination)
-    r{r}-gan.safetensors         train-gan        (not in the last round)
+    r{r}-gan.safetensors         train-gan        (not in the last round; not with --miner similarity)
     r{r}-neighbors.safetensors   mine-neighbors   (not in the last round)
 
 then `final-knn.json` (eval-knn --recompute on the last features), with
@@ -79,8 +79,9 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
         _timed(timings, f"r{r}-features", lambda: _features(job, r, features))
         if r == last:
             break
-        gan = stage_path(job.run_dir, r, "gan")
-        _timed(timings, f"r{r}-gan", lambda: _gan(job, r, features, gan))
+        gan = stage_path(job.run_dir, r, "gan") if cfg.mine.miner == "gan" else None  # similarity: no GAN
+        if gan is not None:
+            _timed(timings, f"r{r}-gan", lambda: _gan(job, r, features, gan))
         neighbors = stage_path(job.run_dir, r, "neighbors")
         _timed(timings, f"r{r}-mine", lambda: _mine(job, r, features, gan, neighbors))
         atomic_write_json(job.run_dir / "timings.json", timings)
@@ -149,13 +150,13 @@ def _gan(job: RunJob, r: int, features: Path, out: Path) -> None:
     if _complete(out):
         log(f"round {r}: {out.name} done, skipping")
         return
-    init = stage_path(job.run_dir, r - 1, "gan") if r > 0 else None
+    init = stage_path(job.run_dir, r - 1, "gan") if r > 0 else None  # the GAN carries over, as in the paper
     train_gan(GanJob(config=job.config.gan, features=features, out=out, device=job.device, init=init,
                      resume=partial_path(out).exists(), round_index=r, progress=job.progress,
                      resume_command=job.resume_command, **_precision(job)))
 
 
-def _mine(job: RunJob, r: int, features: Path, gan: Path, out: Path) -> None:
+def _mine(job: RunJob, r: int, features: Path, gan: Path | None, out: Path) -> None:
     if out.exists():
         log(f"round {r}: {out.name} done, skipping")
         return
