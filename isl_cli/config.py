@@ -17,7 +17,7 @@ from typing import Any
 from isl_cli.errors import IslError
 
 PRESETS = ("paper", "quick", "cpu")
-MINERS = ("gan", "similarity")
+MINERS = ("gan", "similarity", "none")
 
 AMP_HELP = ("Precision of every backbone forward: none (fp32), bf16, auto (bf16 where the CPU or GPU does bf16 "
             "natively, e.g. AVX512-BF16 or AMX, else fp32) or fp16 (CUDA only: a CPU emulates it, about 10x slower "
@@ -200,8 +200,9 @@ class MineConfig:
         "gan: the paper's miner (GAN proxies, tau, radius). similarity: the plain-similarity rival in the style of "
         "AND, no GAN needed: in one pass, the most similar pairs i < j of the bank that are not yet neighbours join "
         "the graph, as many as the round's quota needs (same quota, same symmetric growth). \\[default: gan].",
-        run_help="gan (the paper's) or similarity (the most similar non-neighbour pairs of the bank, AND-style; no "
-                 "GAN stage): see `isl mine-neighbors --help`.")
+        run_help="gan (the paper's), similarity (the most similar non-neighbour pairs of the bank, AND-style; no "
+                 "GAN stage: see `isl mine-neighbors --help`) or none (the control: no GAN, no mining; later rounds "
+                 "continue instance discrimination for the same epochs).")
     stop_after_empty: int = option(
         0, "--stop-after-empty",
         "Stop a round's mining after N passes in a row that add no pair, with one line saying which test rejected "
@@ -221,7 +222,7 @@ class MineConfig:
     def validate(self) -> "MineConfig":
         _positive(self, "batch_size", "num_draws", "top_k", "max_passes")
         if self.miner not in MINERS:
-            raise IslError(f"--miner must be {' or '.join(MINERS)}, got {self.miner!r}")
+            raise IslError(f"--miner must be {', '.join(MINERS[:-1])} or {MINERS[-1]}, got {self.miner!r}")
         if self.stop_after_empty < 0:
             raise IslError(f"--stop-after-empty must not be negative, got {self.stop_after_empty}")
         if self.quota_check not in ("pass", "batch"):

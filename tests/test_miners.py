@@ -130,3 +130,30 @@ def test_isl_run_with_the_similarity_miner_trains_no_gan(tiny_data, tmp_path, cl
     assert not list(run_dir.glob("*gan*"))
     stats = read_header(run_dir / "r0-neighbors.safetensors").meta["stats"]
     assert stats["miner"] == "similarity" and stats["entries"] > quota(0, 96)
+
+
+def test_the_control_and_a_miner_start_from_one_adopted_round_0(tiny_data, tmp_path, cli):
+    common = ["--data", tiny_data, "--preset", "quick", "--rounds", "2", "--epochs", "1", "--width", "0.0625",
+              "--low-dim", "16", "--batch-size", "16", "--no-linear-probe", "--no-report", "--device", "cpu",
+              "--quiet"]
+    assert cli("run", *common, "--rounds", "1", "--run-dir", tmp_path / "r0").exit_code == 0
+    round0 = tmp_path / "r0" / "r0-features.safetensors"
+    before = round0.read_bytes()
+    control = tmp_path / "control"
+    result = cli("run", *common, "--miner", "none", "--run-dir", control, "--start-from", round0)
+    assert result.exit_code == 0, result.output
+    # the control: round 0 adopted as it is, no GAN, no mining, round 1 continues it without neighbours
+    assert (control / "r0-features.safetensors").read_bytes() == before == round0.read_bytes()
+    assert not list(control.glob("*gan*")) and not list(control.glob("*neighbors*"))
+    meta = read_header(control / "r1-features.safetensors").meta
+    assert meta["round"] == 1 and not meta["graph_entries"] and meta["origin"]["init_id"]
+    mined = tmp_path / "similarity"
+    assert cli("run", *common, "--miner", "similarity", "--run-dir", mined, "--start-from", round0).exit_code == 0
+    assert read_header(mined / "r1-features.safetensors").meta["graph_entries"] > quota(0, 96)
+    # a round 0 made with other options, or a later round, is refused before any work
+    assert_error_line(cli("run", *common, "--width", "0.125", "--run-dir", tmp_path / "x", "--start-from", round0),
+                      "was trained with other settings: width 0.0625 (this run: 0.125)")
+    assert_error_line(cli("run", *common, "--run-dir", tmp_path / "y", "--start-from",
+                          control / "r1-features.safetensors"), "is round 1, not a round 0")
+    assert not (tmp_path / "x" / "r1-features.safetensors").exists()
+    assert_error_line(cli("mine-neighbors", "--features", round0, "--miner", "none"), "--miner none mines nothing")

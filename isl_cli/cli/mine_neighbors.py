@@ -83,6 +83,8 @@ def mine_neighbors(
     checks.training_batch(config.batch_size, batch_norm=False)
     out = out or sibling(features, "neighbors")
     checks.writable_folder(out)
+    if config.miner == "none":
+        raise IslError("--miner none mines nothing (it is isl run's control); use gan or similarity")
     if config.miner == "similarity" and gan is not None:
         raise IslError("--gan is not used by --miner similarity (it mines the bank alone); drop one of them")
     if config.miner == "gan":

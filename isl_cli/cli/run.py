@@ -36,6 +36,7 @@ def run(
     root: RootOpt = None,
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
     data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder \\[default: ROOT/DATASET].", show_default=False)] = None,
+    start_from: Annotated[Optional[Path], Opt("--start-from", help="A finished round-0 features file (made with this run's options) to adopt instead of training round 0, so that runs with different --miner compare from one round 0 (benchmarks/isl_vs_control.py).", show_default=False)] = None,
     k: Annotated[Optional[list[int]], Opt("--k", help="k of the final kNN evaluation; repeatable [200].", show_default=False)] = None,
     changes: dict[type, dict[str, Any]] = None,  # every stage's options (class -> field -> value): cli/options.py
     overwrite: Annotated[bool, Opt("--overwrite", help="Discard a run folder that holds a different config.")] = False,
@@ -101,9 +102,13 @@ def run(
                                    progress=not quiet, allow_download=False)
         if dataset_is_imagenet(data_dir, variant) != imagenet:
             config = configs(not imagenet, torch_device)
+    if start_from is not None:
+        from isl_cli.engine.round0 import check_round0
+
+        check_round0(start_from, config.features, data_dir)
     job = RunJob(config=config, data_dir=data_dir, run_dir=run_dir, device=torch_device,
                  overwrite=overwrite, progress=not quiet, resume_command=_rerun_command(),
-                 linear_probe=probe)
+                 linear_probe=probe, start_from=start_from)
     summary = run_schedule(job)
     print_summary(summary)
     from isl_cli import distributed
@@ -119,12 +124,13 @@ def _refuse_gan_options_without_gan(changes: dict[type, dict[str, Any]]) -> None
     """With --miner similarity no GAN is trained: a typed GAN-only option would be dropped, so it is refused."""
     from isl_cli.config import RUN_SHARED_HELP, cli_options
 
-    if changes[MineConfig].get("miner") != "similarity":
+    if changes[MineConfig].get("miner") not in ("similarity", "none"):
         return
     typed = [opt.run_flag for name, opt in cli_options(GanConfig).items()
              if changes[GanConfig].get(name) is not None and opt.run_flag not in RUN_SHARED_HELP]
     if typed:
-        raise IslError(f"{', '.join(typed)}: --miner similarity trains no GAN; drop {'them' if len(typed) > 1 else 'it'}")
+        raise IslError(f"{', '.join(typed)}: --miner {changes[MineConfig]['miner']} trains no GAN; drop "
+                       f"{'them' if len(typed) > 1 else 'it'}")
 
 
 def print_summary(summary: dict) -> None:

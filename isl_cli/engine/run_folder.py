@@ -25,9 +25,12 @@ def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
     return Path(run_dir) / f"r{round_index}-{stage}.safetensors"
 
 
-def claim_run_dir(run_dir: Path, config: RunConfig, data_dir: Path, overwrite: bool) -> None:
-    """Record the resolved config; refuse to mix with a folder that holds a different one."""
+def claim_run_dir(run_dir: Path, config: RunConfig, data_dir: Path, overwrite: bool,
+                  start_from: Path | None = None) -> None:
+    """Record the resolved config (and an adopted round 0); refuse to mix with a folder that holds a different one."""
     record = {"config": to_dict(config), "data_dir": str(data_dir)}
+    if start_from is not None:
+        record["start_from"] = str(Path(start_from).resolve())
     path = run_dir / CONFIG_FILE
     if path.exists():
         try:

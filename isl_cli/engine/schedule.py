@@ -3,8 +3,13 @@
 Round r = 0..R-1 writes, in the run folder:
 
     r{r}-features.safetensors    train-features (round 0: plain instance discrimination)
-    r{r}-gan.safetensors         train-gan        (not in the last round; not with --miner similarity)
-    r{r}-neighbors.safetensors   mine-neighbors   (not in the last round)
+    r{r}-gan.safetensors         train-gan        (not in the last round; only with --miner gan)
+    r{r}-neighbors.safetensors   mine-neighbors   (not in the last round; not with --miner none)
+
+With --miner none (the control of a study) later rounds continue instance
+discrimination without neighbours; with `start_from` the run adopts a
+finished round-0 features file instead of training round 0 (so that several
+runs compare their miners from one round 0).
 
 then `final-knn.json` (eval-knn --recompute on the last features), with
 `--linear-probe` also `final-linear.json` (eval-linear on them), `summary.json`
@@ -34,6 +39,7 @@ from isl_cli.engine.gan import GanJob, train_gan
 from isl_cli.engine.imagenet_note import run_line
 from isl_cli.engine.mine import MineJob, mine_neighbors
 from isl_cli.engine.progress import log
+from isl_cli.engine.round0 import adopt_round0
 from isl_cli.engine.run_folder import (
     BASELINES_FILE,
     FINAL_FILE,
@@ -61,24 +67,29 @@ class RunJob:
     progress: bool = True
     resume_command: str | None = None
     linear_probe: bool = False  # also the final linear probe (final-linear.json)
+    start_from: Path | None = None  # a finished round-0 features file to adopt instead of training round 0
 
 
 def run_schedule(job: RunJob) -> dict[str, Any]:
     """Run (or continue) every stage of every round, then evaluate and summarise."""
     cfg = job.config.validate()
     refuse_data_inside_run_dir(job.data_dir, job.run_dir)
-    claim_run_dir(job.run_dir, job.config, job.data_dir, job.overwrite)
+    claim_run_dir(job.run_dir, job.config, job.data_dir, job.overwrite, job.start_from)
     log(resolve(cfg.features.amp, cfg.features.channels_last, job.device).describe())  # every stage's precision
     if cfg.features.variant == "imagenet":
         log(run_line(cfg.features, cfg.mine))
     timings: dict[str, float] = load_timings(job.run_dir)
     _baselines(job)
+    if job.start_from is not None:
+        adopt_round0(job.start_from, stage_path(job.run_dir, 0, "features"), cfg.features, job.data_dir)
     last = cfg.rounds - 1
     for r in range(cfg.rounds):
         features = stage_path(job.run_dir, r, "features")
         _timed(timings, f"r{r}-features", lambda: _features(job, r, features))
         if r == last:
             break
+        if cfg.mine.miner == "none":  # the control: no GAN, no mining
+            continue
         gan = stage_path(job.run_dir, r, "gan") if cfg.mine.miner == "gan" else None  # similarity: no GAN
         if gan is not None:
             _timed(timings, f"r{r}-gan", lambda: _gan(job, r, features, gan))
@@ -138,7 +149,8 @@ def _features(job: RunJob, r: int, out: Path) -> None:
         log(f"round {r}: {out.name} done, skipping")
         return
     init = stage_path(job.run_dir, r - 1, "features") if r > 0 else None
-    neighbors = stage_path(job.run_dir, r - 1, "neighbors") if r > 0 else None
+    mined = r > 0 and job.config.mine.miner != "none"  # the control: later rounds continue without neighbours
+    neighbors = stage_path(job.run_dir, r - 1, "neighbors") if mined else None
     train_features(FeaturesJob(
         config=job.config.features, data_dir=job.data_dir, out=out, device=job.device, init=init,
         neighbors=neighbors, resume=partial_path(out).exists(), round_index=r,
