@@ -165,6 +165,14 @@ class GanConfig:
     num_draws: int = option(4096, "--num-draws", "Negative candidates K drawn per image [4096].")
     max_epochs: int = option(200, "--max-epochs", "Hard cap on epochs whatever the rule says [200].",
                              run_flag="--gan-max-epochs", run_help="Hard cap on GAN epochs per round [200].")
+    min_steps: int = option(
+        0, "--min-steps",
+        "Round 0's floor of the paper's rule in generator steps rather than epochs: the rule never stops round 0 "
+        "before 10 epochs, which on CIFAR-10 (50,000 images, batch 128) are 3,900 steps but on 5,000 images only "
+        "390, too few for the proxies to reach the bank. 0: the reference (10 epochs) \\[paper: 0; cpu: 3900].",
+        run_flag="--gan-min-steps",
+        run_help="Round 0's GAN trains at least this many generator steps (0: the reference's 10 epochs) "
+                 "\\[paper: 0; cpu: 3900].")
     epochs: int | None = option(None, "--epochs", "Stop after exactly N epochs instead of the paper's rule.",
                                 run_flag="--gan-epochs",
                                 run_help="Fixed GAN epochs per round (instead of the paper's rule).")
@@ -174,6 +182,8 @@ class GanConfig:
     def validate(self) -> "GanConfig":
         _positive(self, "batch_size", "num_draws", "max_epochs")
         _positive_float(self, "lr")
+        if self.min_steps < 0:
+            raise IslError(f"--min-steps must not be negative, got {self.min_steps}")
         if self.epochs is not None and self.epochs <= 0:
             raise IslError(f"--epochs must be positive, got {self.epochs}")
         _workers(self)
@@ -212,10 +222,11 @@ class MineConfig:
                  "\\[paper: 0; quick and cpu: 5].")
     quota_check: str = option(
         "pass", "--quota-check",
-        "When to compare the neighbour count with the quota: after each pass (the method) or also after each batch "
-        "(stops within a pass, so the quota is not overshot by a pass's worth; the first batch of a round always "
-        "runs). \\[default: pass].",
-        run_help="pass (the method) or batch: see `isl mine-neighbors --help`.")
+        "When to compare the neighbour count with the quota: after each pass (the method); also after each batch "
+        "(batch: stops within a pass, so the quota is not overshot by a pass's worth; the first batch of a round "
+        "always runs); or exact: as batch, and a batch adds only the proposals, in their order, that the quota "
+        "still needs, so that every miner adds the same number of pairs \\[default: pass; quick: batch; cpu: exact].",
+        run_help="pass (the method), batch or exact: see `isl mine-neighbors --help`.")
     seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
     num_workers: int = option(4, "--workers", WORKERS_HELP)
 
@@ -225,8 +236,8 @@ class MineConfig:
             raise IslError(f"--miner must be {', '.join(MINERS[:-1])} or {MINERS[-1]}, got {self.miner!r}")
         if self.stop_after_empty < 0:
             raise IslError(f"--stop-after-empty must not be negative, got {self.stop_after_empty}")
-        if self.quota_check not in ("pass", "batch"):
-            raise IslError(f"--quota-check must be pass or batch, got {self.quota_check!r}")
+        if self.quota_check not in ("pass", "batch", "exact"):
+            raise IslError(f"--quota-check must be pass, batch or exact, got {self.quota_check!r}")
         if not 0.0 <= self.tau < 1.0:
             raise IslError(f"--tau must be in [0, 1), got {self.tau}")
         if not 0.0 <= self.base_radius <= 1.0:
@@ -299,9 +310,11 @@ def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConf
         mine = replace(mine, num_draws=1024, max_passes=3, quota_check="batch", stop_after_empty=5)
     if preset == "cpu":
         # the paper's schedule (4 rounds of 200 epochs, the GAN's rule, the mining quota) sized for 2 CPU cores: width
-        # 0.25 on the fast path; mining stops after 5 empty passes instead of spinning to the cap
+        # 0.25 on the fast path; round 0's GAN trains the paper's CIFAR-10 step count; mining adds exactly the quota
+        # and stops after 5 empty passes instead of spinning to the cap
         features = replace(features, width=0.25, num_workers=2, amp="auto", channels_last=True)
-        mine = replace(mine, stop_after_empty=5)
+        gan = replace(gan, min_steps=3900)  # round 0's 10 epochs of CIFAR-10, in steps (see --gan-min-steps)
+        mine = replace(mine, stop_after_empty=5, quota_check="exact")  # every miner adds the quota's pairs
     return features, gan, mine
 
 

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from isl_cli.neighbors import NeighborGraph
+
 #: What `propose_pairs` counts per batch, in this order (`Proposals.tally`).
 TALLY_NAMES = ("images", "rejected_score", "candidates", "rejected_radius", "proposed")
 
@@ -109,3 +111,21 @@ def quota_reached(num_entries: int, quota_value: int) -> bool:
 def pairs_for_quota(num_entries: int, quota_value: int) -> int:
     """New pairs (two entries each) that take `num_entries` strictly above the quota; 0 when it already is."""
     return max(0, (quota_value - num_entries) // 2 + 1)
+
+
+def first_new_pairs(rows: Tensor, cols: Tensor, graph: NeighborGraph, wanted: int) -> tuple[Tensor, Tensor]:
+    """The shortest prefix of the proposals (P,) x 2, in their order, that holds `wanted` pairs new to the graph.
+
+    A proposal is new when i != j, (i, j) is not an edge yet and no earlier proposal named the same pair; all
+    proposals are kept when they hold fewer new pairs (the quota check `exact`).
+    """
+    if wanted <= 0:
+        return rows[:0], cols[:0]
+    order = torch.arange(len(rows), device=rows.device)  # (P,)
+    keys = torch.minimum(rows, cols) * graph.num_nodes + torch.maximum(rows, cols)  # (P,)
+    unique, inverse = torch.unique(keys, return_inverse=True)  # (U,), (P,)
+    first = torch.full((len(unique),), len(rows), dtype=torch.int64, device=rows.device)
+    first.scatter_reduce_(0, inverse, order, reduce="amin")  # (U,) first proposal of each pair
+    fresh = (first[inverse] == order) & (rows != cols) & ~graph.contains(rows, cols[:, None])[:, 0]  # (P,)
+    count = int(torch.searchsorted(fresh.cumsum(0), wanted)) + 1  # proposals up to the wanted-th new pair
+    return rows[:count], cols[:count]

@@ -184,7 +184,7 @@ def test_quota_checked_per_batch_stops_within_the_pass(features, gan, tmp_path, 
     assert first["passes"] == 1 and first["entries"] > 48  # the quota (0 + 1) * 0.5 * 96 = 48 is exceeded
     assert first["entries"] <= 2 * 16 * 10 < whole["entries"]  # by one batch of 16 images x top-10 at most
     assert_error_line(cli("mine-neighbors", *common, "--out", tmp_path / "x.safetensors", "--quota-check", "never"),
-                      "--quota-check must be pass or batch")
+                      "--quota-check must be pass, batch or exact")
 
 
 def _over_quota_neighbors(path: Path, features: Path) -> torch.Tensor:

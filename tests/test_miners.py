@@ -62,7 +62,7 @@ def test_similarity_miner_refuses_a_gan_and_isl_run_refuses_gan_options(features
     assert_error_line(cli("mine-neighbors", "--features", features, "--gan", gan, "--miner", "similarity",
                           "--out", tmp_path / "x.safetensors"), "--gan is not used by --miner similarity")
     assert_error_line(cli("mine-neighbors", "--features", features, "--miner", "and", "--out",
-                          tmp_path / "y.safetensors"), "--miner must be gan or similarity")
+                          tmp_path / "y.safetensors"), "--miner must be gan, similarity or none")
     assert_error_line(cli("run", "--miner", "similarity", "--gan-epochs", "3", "--run-dir", tmp_path / "run"),
                       "--miner similarity trains no GAN")
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "run").exists()
@@ -157,3 +157,25 @@ def test_the_control_and_a_miner_start_from_one_adopted_round_0(tiny_data, tmp_p
                           control / "r1-features.safetensors"), "is round 1, not a round 0")
     assert not (tmp_path / "x" / "r1-features.safetensors").exists()
     assert_error_line(cli("mine-neighbors", "--features", round0, "--miner", "none"), "--miner none mines nothing")
+
+
+def test_gan_round_0_trains_at_least_min_steps(features, tmp_path, cli):
+    out = tmp_path / "floor.safetensors"
+    # 96 images in batches of 16: 6 steps an epoch, so 90 steps are 15 epochs (the reference's floor is 10)
+    result = cli("train-gan", "--features", features, "--out", out, *TINY_GAN, "--min-steps", "90", "--max-epochs",
+                 "30")
+    assert result.exit_code == 0, result.output
+    meta = read_header(out).meta
+    assert meta["epochs"] >= 15 and "at least 90 steps" in result.output
+    assert_error_line(cli("train-gan", "--features", features, "--out", tmp_path / "x.safetensors",
+                          "--min-steps", "-1"), "--min-steps must not be negative")
+
+
+def test_exact_quota_check_adds_just_what_the_quota_needs(features, gan, tmp_path, cli):
+    out = tmp_path / "exact.safetensors"
+    result = cli("mine-neighbors", "--features", features, "--gan", gan, "--out", out, *TINY_GAN,
+                 "--tau", "0.0", "--base-radius", "0.0", "--quota-check", "exact")
+    assert result.exit_code == 0, result.output
+    stats = read_header(out).meta["stats"]
+    # quota (0 + 1) * 0.5 * 96 = 48 entries: 25 pairs take the graph to 50, as the similarity miner would
+    assert stats["entries"] == 50 and stats["new_pairs"] == 25 and stats["passes"] == 1

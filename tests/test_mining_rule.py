@@ -115,3 +115,35 @@ def test_pairs_for_quota_take_the_graph_just_above_the_quota(entries, quota_valu
     assert pairs_for_quota(entries, quota_value) == expected
     assert quota_reached(entries + 2 * expected, quota_value)
     assert expected == 0 or not quota_reached(entries + 2 * (expected - 1), quota_value)
+
+
+def first_new_pairs_oracle(rows, cols, graph_pairs, wanted):
+    """Walk the proposals in order, counting pairs new to the graph and not named before, until `wanted`."""
+    seen = {(min(i, j), max(i, j)) for i, j in graph_pairs}
+    count, kept = 0, 0
+    for i, j in zip(rows.tolist(), cols.tolist()):
+        if count >= wanted:
+            break
+        kept += 1
+        key = (min(i, j), max(i, j))
+        if i != j and key not in seen:
+            seen.add(key)
+            count += 1
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_first_new_pairs_keep_the_shortest_prefix_the_quota_needs(seed):
+    from isl_cli.mining import first_new_pairs
+    from isl_cli.neighbors import NeighborGraph
+
+    gen = torch.Generator().manual_seed(seed)
+    graph_pairs = torch.randint(0, 12, (10, 2), generator=gen)
+    graph = NeighborGraph.from_pairs(graph_pairs, 12)
+    rows, cols = torch.randint(0, 12, (40,), generator=gen), torch.randint(0, 12, (40,), generator=gen)
+    for wanted in (0, 1, 3, 10, 1000):
+        kept_rows, kept_cols = first_new_pairs(rows, cols, graph, wanted)
+        count = first_new_pairs_oracle(rows, cols, graph_pairs.tolist(), wanted)
+        assert torch.equal(kept_rows, rows[:count]) and torch.equal(kept_cols, cols[:count])
+        total_new = NeighborGraph.from_pairs(graph_pairs, 12).add_pairs(rows, cols)
+        assert NeighborGraph.from_pairs(graph_pairs, 12).add_pairs(kept_rows, kept_cols) == min(wanted, total_new)

@@ -126,3 +126,14 @@ def test_a_later_epoch_equal_to_the_best_keeps_training_as_the_reference():
     assert paper_rule(losses + [0.6], 1).stop is False  # 0.5 (epoch 4) is still among the last three
     stopped = paper_rule(losses + [0.6, 0.65], 1)
     assert stopped.stop and stopped.reason.startswith("best loss 0.5 at epoch 4 is older than the last three")
+
+
+def test_round0_floor_in_steps_keeps_the_rule_going_longer_and_only_in_round_0():
+    losses = [0.5, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65]  # the paper's rule stops after epoch 10
+    assert decide(losses, 0).stop
+    decision = decide(losses, 0, min_round0_epochs=25)  # e.g. --min-steps 1000 with 40 batches an epoch
+    assert not decision.stop and "at least 25 epochs" in decision.reason
+    assert decide(losses * 3, 0, min_round0_epochs=25).stop  # past the floor the rule decides again
+    assert decide(losses, 1, min_round0_epochs=25).stop  # later rounds have no floor, as in the reference
+    assert decide(losses, 0, min_round0_epochs=3).stop  # never below the reference's 10 epochs
+    assert decide(losses[:6], 0, min_round0_epochs=25, max_epochs=6).stop  # the hard cap still wins

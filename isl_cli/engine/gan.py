@@ -15,6 +15,7 @@ the checkpoints are the runner's (`engine/loop.py`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from isl_cli import distributed
 from isl_cli.checkpoints import load_gan, metrics_path, partial_path, save_gan
 from isl_cli.config import GanConfig, from_dict, to_dict
+from isl_cli.data.batches import batch_bounds
 from isl_cli.data.store import load_split
 from isl_cli.engine.embedding import batch_source
 from isl_cli.engine.features_file import features_inputs, open_features, which_graph
@@ -173,6 +175,8 @@ class GanStage(Stage[GanState]):
         loaded, cfg = self.loaded, state.cfg
         chosen = which_graph(loaded.artifact, self.job.neighbors, loaded.fingerprint, loaded.memory.shape[0])
         self.graph = NeighborGraph.from_pairs(chosen.pairs.to(self.device), loaded.memory.shape[0])
+        self.batches_per_epoch = max(1, len(batch_bounds(loaded.memory.shape[0], cfg.batch_size, drop_single_tail=True,
+                                                         world=distributed.context().world)))
         self.precision.prepare(loaded.model)
         log(self.precision.describe())
         if resumed:
@@ -183,8 +187,10 @@ class GanStage(Stage[GanState]):
         self.source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=self.device,
                                    num_workers=cfg.num_workers)
         cap = cfg.epochs if cfg.epochs is not None else cfg.max_epochs
+        floor = (f", round 0 at least {cfg.min_steps} steps" if cfg.min_steps and state.round == 0 and not cfg.epochs
+                 else "")
         log(f"round {state.round}: training the GAN (up to {cap} epochs; "
-            + (f"fixed {cfg.epochs}" if cfg.epochs else f"paper's stopping rule, cap {cfg.max_epochs}") + ")")
+            + (f"fixed {cfg.epochs}" if cfg.epochs else f"paper's stopping rule{floor}, cap {cfg.max_epochs}") + ")")
 
     # ---- epochs
 
@@ -193,7 +199,9 @@ class GanStage(Stage[GanState]):
         if not state.g_losses:
             return False
         cfg = state.cfg
-        decision = decide(state.g_losses, state.round, max_epochs=cfg.max_epochs, fixed_epochs=cfg.epochs)
+        floor = math.ceil(cfg.min_steps / self.batches_per_epoch)  # round 0's floor in epochs (0: the reference's)
+        decision = decide(state.g_losses, state.round, max_epochs=cfg.max_epochs, fixed_epochs=cfg.epochs,
+                          min_round0_epochs=floor)
         state.stop_reason = decision.reason
         return decision.stop
 

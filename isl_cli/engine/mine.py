@@ -7,7 +7,8 @@ rows nearest p' with M_j . p' > r, r = R + (1 - s)(1 - R). As in the
 reference (a do-while), a round always runs its first pass, then passes
 repeat until the neighbour entries exceed (round + 1) * 0.5 * N or the pass
 cap is reached; with `quota_check="batch"` the quota is also checked after
-each batch, the first batch always running; with `stop_after_empty` N, N
+each batch, the first batch always running (`"exact"`: and a batch adds
+only the proposals, in order, that the quota still needs); with `stop_after_empty` N, N
 passes in a row that add nothing end the round. What each test rejected is
 counted (`mining.propose_pairs`' tally) and kept in the artifact's stats.
 
@@ -53,7 +54,7 @@ from isl_cli.engine.progress import log
 from isl_cli.engine.state import derive_seed, generator_for
 from isl_cli.errors import IslError
 from isl_cli.locks import writes
-from isl_cli.mining import pairs_for_quota, propose_pairs, quota, quota_reached
+from isl_cli.mining import first_new_pairs, pairs_for_quota, propose_pairs, quota, quota_reached
 from isl_cli.neighbors import NeighborGraph
 from isl_cli.precision import resolve
 from isl_cli.similarity_pairs import most_similar_pairs
@@ -229,10 +230,13 @@ class MiningStage(Stage[MineState]):
             score_sum += scores.double().sum()
             score_max = torch.maximum(score_max, scores.double().max())
             # every rank adds every rank's proposals, in rank order: the graphs stay identical
-            graph.add_pairs(distributed.all_gather_cat(rows), distributed.all_gather_cat(cols))
+            rows, cols = distributed.all_gather_cat(rows), distributed.all_gather_cat(cols)  # (P,), (P,)
+            if cfg.quota_check == "exact":  # no more than the quota needs, in the proposals' order
+                rows, cols = first_new_pairs(rows, cols, graph, pairs_for_quota(graph.num_entries(), self.target))
+            graph.add_pairs(rows, cols)
             epoch.record(len(indices))
             # per-batch quota (same graph on every rank); the first batch always runs
-            if cfg.quota_check == "batch" and quota_reached(graph.num_entries(), self.target):
+            if cfg.quota_check != "pass" and quota_reached(graph.num_entries(), self.target):
                 break
         tally, score_sum = distributed.all_reduce_sum(tally), distributed.all_reduce_sum(score_sum)
         state.tally[:len(tally)] = [a + int(b) for a, b in zip(state.tally, tally.tolist())]

@@ -29,10 +29,10 @@ class StopDecision:
     reason: str
 
 
-def paper_rule(losses: Sequence[float], round_index: int) -> StopDecision:
+def paper_rule(losses: Sequence[float], round_index: int, min_round0_epochs: int = MIN_EPOCHS_ROUND0) -> StopDecision:
     """The reference's rule, applied after each epoch (checks in this order):
 
-    1. round 0 and fewer than 10 epochs: keep going;
+    1. round 0 and fewer than 10 epochs (`min_round0_epochs`, never fewer than 10): keep going;
     2. the smallest loss so far is above 1.0: keep going;
     3. round 0 and the last loss is above 1.0: keep going;
     4. the last epoch is the best of the last three: keep going;
@@ -52,8 +52,9 @@ def paper_rule(losses: Sequence[float], round_index: int) -> StopDecision:
     last = values[-1]
     best = min(values)
     best_epoch = count - values[::-1].index(best)  # the latest epoch with the best value
-    if round_index == 0 and count < MIN_EPOCHS_ROUND0:
-        return StopDecision(False, f"round 0 trains at least {MIN_EPOCHS_ROUND0} epochs ({count} done)")
+    floor = max(MIN_EPOCHS_ROUND0, min_round0_epochs)
+    if round_index == 0 and count < floor:
+        return StopDecision(False, f"round 0 trains at least {floor} epochs ({count} done)")
     if best > LOSS_THRESHOLD:
         return StopDecision(False, f"best loss {best:.4g} is still above {LOSS_THRESHOLD:g}")
     if round_index == 0 and last > LOSS_THRESHOLD:
@@ -76,6 +77,7 @@ def decide(
     *,
     max_epochs: int = 200,
     fixed_epochs: int | None = None,
+    min_round0_epochs: int = MIN_EPOCHS_ROUND0,
 ) -> StopDecision:
     """Stop or continue after the latest epoch.
 
@@ -88,6 +90,7 @@ def decide(
         round_index: the round (0-based).
         max_epochs: hard cap >= 1.
         fixed_epochs: optional exact number of epochs >= 1.
+        min_round0_epochs: the paper rule's floor in round 0 (10, or more: `GanConfig.min_steps` in epochs).
 
     Raises:
         ValueError: on a bad cap, fixed count or round.
@@ -112,7 +115,7 @@ def decide(
         )
     if fixed_epochs is not None:
         return StopDecision(False, f"fixed schedule: epoch {count} of {min(fixed_epochs, max_epochs)}")
-    decision = paper_rule(losses, round_index)
+    decision = paper_rule(losses, round_index, min_round0_epochs)
     if decision.stop:
         return decision
     if count >= max_epochs:
