@@ -1,4 +1,4 @@
-"""The mining stage: GAN proxies become new neighbour pairs (ISL-METHOD.md section 7).
+"""The mining stage: GAN proxies become new neighbour pairs (docs/method.md section 7).
 
 Everything is frozen. Each batch builds triplets from augmented anchors, makes
 proxies p' = G(a, p, n), scores them s = Dis(a, p', n), and for images with
