@@ -1,4 +1,4 @@
-"""The memory bank of ISL-METHOD.md section 2: one feature row per training image.
+"""The memory bank of docs/method.md section 2: one feature row per training image.
 
 Like MoCo's queue, the bank is a registered buffer changed only by an explicit
 no-grad `update` after the optimiser step; the loss is computed elsewhere from

@@ -1,6 +1,6 @@
 """Frozen configs of each stage, with the paper's defaults, their command-line options, and named presets.
 
-Defaults are the reference implementation's (ISL-METHOD.md). `paper_defaults`
+Defaults are the reference implementation's (docs/method.md). `paper_defaults`
 picks the 32x32 or the ImageNet values; the `quick` preset shrinks the work
 for a CPU. Every field but a derived one is an option of its stage's command
 and of `isl run`, declared once here with `option` (flag, help, name in `isl

@@ -5,7 +5,7 @@ read as valid. The digest covers every tensor: its name, dtype, shape and raw
 bytes, taken in name order, so it does not depend on how safetensors lays the
 data out. SHA-256 (hashlib: OpenSSL, with the CPU's SHA instructions where it
 has them; faster than BLAKE2b on this project's machine) hashes a 650 MB
-ImageNet bank in about a second on one core: see the README for the costs.
+ImageNet bank in about a second on one core: see docs/decisions.md for the costs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chunked weighted kNN evaluation (ISL-METHOD.md section 9).
+"""Chunked weighted kNN evaluation (docs/method.md section 9).
 
 For each query (test feature): dot-product similarity with every key (training
 feature: the memory bank or recomputed features), the k most similar keys,

@@ -1,4 +1,4 @@
-"""Losses of ISL-METHOD.md sections 4 and 6, as pure functions of tensors.
+"""Losses of docs/method.md sections 4 and 6, as pure functions of tensors.
 
 `instance_loss` is plain instance discrimination (round 0). `isl_loss` adds
 the neighbour ("affinity") term and the hard-positive KL term; its (B, N)

@@ -1,4 +1,4 @@
-"""The mining rule of ISL-METHOD.md section 7, for one batch (the pass loop lives in the engine).
+"""The mining rule of docs/method.md section 7, for one batch (the pass loop lives in the engine).
 
 An image whose proxy the discriminator believes (s > tau) proposes as
 neighbours the bank rows close to its proxy p': among the k rows most similar

@@ -1,4 +1,4 @@
-"""The neighbour ("affinity") graph of ISL-METHOD.md section 3, held as tensors.
+"""The neighbour ("affinity") graph of docs/method.md section 3, held as tensors.
 
 Every image i has a set A(i) that always contains i. Mining adds edges
 symmetrically and never removes one. The graph stores only the off-diagonal

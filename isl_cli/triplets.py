@@ -1,4 +1,4 @@
-"""Feature triplets of ISL-METHOD.md section 5: anchor, positive and nearest non-neighbour.
+"""Feature triplets of docs/method.md section 5: anchor, positive and nearest non-neighbour.
 
 For image i with fresh feature a: the positive is its bank row M_i; K indices
 are drawn uniformly with replacement from 0..N-1, every draw that falls in

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct oracles written straight from ISL-METHOD.md.
+"""Slow, obviously-correct oracles written straight from docs/method.md.
 
 Each is a plain per-sample Python loop (float64 where numbers are involved),
 with neighbour sets as Python sets. The vectorised code in `isl_cli` is tested

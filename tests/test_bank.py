@@ -1,4 +1,4 @@
-"""The memory bank (ISL-METHOD.md section 2) against the row-by-row oracle."""
+"""The memory bank (docs/method.md section 2) against the row-by-row oracle."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_ctrl_c_or_sigterm_saves_mid_epoch_prints_resume_and_exits(reference, ti
 
 
 def _handmade_neighbors(path: Path, data: Path, pairs: torch.Tensor, fingerprint: str | None = None) -> None:
-    """Exactly what the README documents for a neighbours file made by hand."""
+    """Exactly what docs/artifacts.md documents for a neighbours file made by hand."""
     fingerprint = fingerprint or read_header(data / "train.safetensors").fingerprint
     save_file({"pairs": pairs}, str(path), metadata={
         "isl.kind": "neighbors", "isl.fingerprint": fingerprint, "isl.meta": json.dumps({"num_images": 96})})

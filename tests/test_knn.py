@@ -1,4 +1,4 @@
-"""Weighted kNN (ISL-METHOD.md section 9) against a brute-force oracle and a hand-computed case."""
+"""Weighted kNN (docs/method.md section 9) against a brute-force oracle and a hand-computed case."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses (ISL-METHOD.md sections 4 and 6) against the per-sample loop oracles."""
+"""Losses (docs/method.md sections 4 and 6) against the per-sample loop oracles."""
 
 from __future__ import annotations
 

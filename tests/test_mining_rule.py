@@ -1,4 +1,4 @@
-"""The mining rule for one batch (ISL-METHOD.md section 7) against a loop oracle."""
+"""The mining rule for one batch (docs/method.md section 7) against a loop oracle."""
 
 from __future__ import annotations
 

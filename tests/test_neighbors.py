@@ -1,4 +1,4 @@
-"""The neighbour graph (ISL-METHOD.md section 3) against Python sets."""
+"""The neighbour graph (docs/method.md section 3) against Python sets."""
 
 from __future__ import annotations
 

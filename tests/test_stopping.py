@@ -1,4 +1,4 @@
-"""The GAN stopping rule (ISL-METHOD.md section 6): each branch by hand, and the hard cap."""
+"""The GAN stopping rule (docs/method.md section 6): each branch by hand, and the hard cap."""
 
 from __future__ import annotations
 

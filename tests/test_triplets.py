@@ -1,4 +1,4 @@
-"""Triplet sampling (ISL-METHOD.md section 5): negatives avoid A(i), are uniform, and nearest."""
+"""Triplet sampling (docs/method.md section 5): negatives avoid A(i), are uniform, and nearest."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from isl_cli.cli.common import Settings
 
 app = typer.Typer(
     name="isl",
+    cls=commands.IslGroup,
     help="Instance Similarity Learning (ICCV 2021): unsupervised image features, fast and resumable.",
     rich_markup_mode="rich",
     no_args_is_help=True,

@@ -6,7 +6,7 @@ import importlib
 import re
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from isl_cli.cli.common import guarded
 
@@ -40,6 +40,16 @@ COMMANDS = [
 ]
 
 
+def _plain_metavars(command, ctx) -> None:
+    """Flags show no `<bool>` type; repeatable options show their element type (`<int>`, not `<list[int]>`)."""
+    for param in command.get_params(ctx):
+        if getattr(param, "param_type_name", "") == "option" and param.metavar is None:
+            if param.is_flag:
+                param.metavar = ""
+            elif param.multiple:
+                param.metavar = re.sub(r"list\[(.*)\]", r"\1", param.display_type_rich(ctx) or "")
+
+
 class IslCommand(TyperCommand):
     """A command whose --help reads cleanly at 80 columns.
 
@@ -49,12 +59,15 @@ class IslCommand(TyperCommand):
     """
 
     def format_help(self, ctx, formatter) -> None:  # click's Context and HelpFormatter (vendored by typer)
-        for param in self.get_params(ctx):
-            if getattr(param, "param_type_name", "") == "option" and param.metavar is None:
-                if param.is_flag:
-                    param.metavar = ""
-                elif param.multiple:
-                    param.metavar = re.sub(r"list\[(.*)\]", r"\1", param.display_type_rich(ctx) or "")
+        _plain_metavars(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class IslGroup(TyperGroup):
+    """The root `isl` group: its flags (--version, --debug, the completion ones, --help) show no `<bool>` either."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _plain_metavars(self, ctx)
         super().format_help(ctx, formatter)
 
 

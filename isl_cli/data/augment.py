@@ -1,6 +1,6 @@
 """Training augmentation applied to whole batches of stored uint8 images on any device.
 
-The recipe is the method's (ISL-METHOD.md section 4), with torchvision's semantics:
+The recipe is the method's (docs/method.md section 4), with torchvision's semantics:
 RandomResizedCrop(S, scale, ratio) -> ColorJitter(j, j, j, j) (the four ops in a
 random order per image) -> RandomGrayscale(p) -> optional horizontal flip ->
 Normalize(mean, std). Every random number is drawn on a CPU `torch.Generator`

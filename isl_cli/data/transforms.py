@@ -1,6 +1,6 @@
 """torchvision pipelines for file-backed data (PIL images opened from disk).
 
-Two recipes (ISL-METHOD.md section 4):
+Two recipes (docs/method.md section 4):
 
 * ImageNet style (`imagenet_style=True`): training = RandomResizedCrop(S,
   scale 0.2-1.0), RandomGrayscale(0.2), ColorJitter(0.4 x4),

@@ -7,7 +7,7 @@ random   the randomly initialised backbone of the same architecture, width and
          feature size: the network round 0 starts from (seeded exactly as
          train-features seeds it), features recomputed from un-augmented images.
 
-Both use the weighted kNN of ISL-METHOD.md section 9 with the caller's k and T.
+Both use the weighted kNN of docs/method.md section 9 with the caller's k and T.
 The pixel baseline needs a data set stored as tensors (the 32x32 sets): for a
 file-backed one (ImageNet) it is refused with one line, since its images have
 no common size and 224x224x3 pixels per image would not fit in memory.

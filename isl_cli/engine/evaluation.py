@@ -45,7 +45,7 @@ class EvalReport:
 def evaluate_checkpoint(checkpoint: Path, ks: Sequence[int], *, recompute: bool, device: torch.device,
                         data_dir: Path | None = None, batch_size: int = 256, progress: bool = True,
                         temperature: float | None = None, amp: str = "none", channels_last: bool = False) -> EvalReport:
-    """Weighted kNN (ISL-METHOD.md section 9) of the test split against the training features.
+    """Weighted kNN (docs/method.md section 9) of the test split against the training features.
 
     `amp` and `channels_last` set the precision of the backbone forwards (see isl_cli.precision); the kNN is fp32.
     """

@@ -1,4 +1,4 @@
-"""The line every stage logs first when it runs with the ImageNet settings (ISL-METHOD.md sections 2-7).
+"""The line every stage logs first when it runs with the ImageNet settings (docs/method.md sections 2-7).
 
 File-backed data sets, images over 64 px and `--variant imagenet` take the
 reference's ImageNet values; these lines say so, with the values in effect.

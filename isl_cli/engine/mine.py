@@ -1,4 +1,4 @@
-"""The mining stage: new neighbour pairs, by the GAN's proxies or by plain similarity (docs/method.md, mining).
+"""The mining stage: new neighbour pairs, by the GAN's proxies or by plain similarity (docs/method.md section 7).
 
 `--miner gan` (the paper's): everything is frozen. Each batch builds triplets
 from augmented anchors, makes proxies p' = G(a, p, n), scores them
@@ -8,8 +8,8 @@ reference (a do-while), a round always runs its first pass, then passes
 repeat until the neighbour entries exceed (round + 1) * 0.5 * N or the pass
 cap is reached; with `quota_check="batch"` the quota is also checked after
 each batch, the first batch always running (`"exact"`: and a batch adds
-only the proposals, in order, that the quota still needs); with `stop_after_empty` N, N
-passes in a row that add nothing end the round. What each test rejected is
+only the proposals, in order, that the quota still needs); with
+`stop_after_empty` N, N passes in a row that add nothing end the round. What each test rejected is
 counted (`mining.propose_pairs`' tally) and kept in the artifact's stats.
 
 `--miner similarity` (the AND-style rival): one pass, no GAN, no data: the

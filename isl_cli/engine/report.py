@@ -8,6 +8,8 @@ neighbors.png   neighbours per image and mined-pair precision per round (with ch
 gan.png         generator and discriminator losses per GAN epoch, per round
 retrieval.png   test images, each with its 10 nearest training images
                 (green border: same label, red: different)
+embedding.png   a 2-D t-SNE map of the final round's test embeddings, coloured by class
+                (isl_cli.engine.embedding_map; scikit-learn)
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ def _stage_files(run_dir: Path, stage: str) -> list[tuple[int, Path]]:
 
 
 def write_report(run_dir: Path, *, device: torch.device | None = None, num_queries: int = 8,
-                 seed: int = 0, data_dir: Path | None = None) -> list[Path]:
-    """Draw every figure the run folder has data for; returns the PNG paths."""
+                 seed: int = 0, data_dir: Path | None = None, map_points: int = 2000) -> list[Path]:
+    """Draw every figure the run folder has data for; returns the PNG paths.
+
+    `map_points`: at most this many test images on embedding.png (0: no map).
+    """
     run_dir = Path(run_dir)
     features = _stage_files(run_dir, "features")
     if not features:
@@ -68,11 +73,39 @@ def write_report(run_dir: Path, *, device: torch.device | None = None, num_queri
     gans = _stage_files(run_dir, "gan")
     if gans:
         out.append(_gan_figure(gans, run_dir / "gan.png"))
-    picture = _retrieval_figure(last, run_dir / "retrieval.png", device or torch.device("cpu"), num_queries, seed,
-                                data_dir)
+    device = device or torch.device("cpu")
+    loaded, train, test = _open_final(last, device, data_dir)
+    picture = _retrieval_figure(loaded, train, test, run_dir / "retrieval.png", device, num_queries, seed)
     if picture is not None:
         out.append(picture)
+    if map_points > 0:
+        picture = _embedding_figure(loaded, train, test, run_dir / "embedding.png", device, map_points, seed,
+                                    features[-1][0])
+        if picture is not None:
+            out.append(picture)
     return out
+
+
+def _open_final(features: Path, device: torch.device, data_dir: Path | None):
+    """The final features file with its backbone, and its data set's two splits."""
+    from isl_cli.data.store import load_split
+    from isl_cli.engine.features_file import open_features
+
+    loaded = open_features(features, device, data_dir)
+    train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
+    test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
+    return loaded, train, test
+
+
+def _embedding_figure(loaded, train, test, path: Path, device: torch.device, max_points: int, seed: int,
+                      round_index: int) -> Path | None:
+    from isl_cli.engine.embedding_map import write_embedding_map
+    from isl_cli.engine.progress import log
+
+    name = train.name or loaded.data_dir.name
+    title = f"{name}: embeddings of the round-{round_index} backbone ({loaded.spec.arch}, D = {loaded.spec.low_dim})"
+    return write_embedding_map(loaded.model, loaded.spec, train, test, path, device=device, plt=_pyplot(),
+                               save=_save, title=title, max_points=max_points, seed=seed, log=log)
 
 
 def _round_marks(ax, history: list[dict[str, Any]]) -> None:
@@ -218,16 +251,11 @@ def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _retrieval_figure(features: Path, path: Path, device: torch.device, num_queries: int, seed: int,
-                      data_dir: Path | None = None) -> Path | None:
-    from isl_cli.data.store import load_split
+def _retrieval_figure(loaded, train, test, path: Path, device: torch.device, num_queries: int,
+                      seed: int) -> Path | None:
     from isl_cli.engine.embedding import embed
-    from isl_cli.engine.features_file import open_features
     from isl_cli.knn import topk_similar
 
-    loaded = open_features(features, device, data_dir)
-    train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
-    test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
     queries_split = test if len(test) else train
     if len(queries_split) == 0:
         return None

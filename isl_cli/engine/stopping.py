@@ -1,4 +1,4 @@
-"""When to end the GAN stage (ISL-METHOD.md section 6).
+"""When to end the GAN stage (docs/method.md section 6).
 
 `paper_rule` is the reference's rule over the per-epoch mean generator
 losses. It can run forever, so `decide` adds what the reference lacked: a

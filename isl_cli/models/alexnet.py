@@ -1,7 +1,7 @@
 """AlexNet backbones with batch norm: the CIFAR (32x32) one and the ImageNet (227x227) one.
 
 Both end in Linear -> BN -> ReLU -> Linear -> BN -> ReLU -> Linear to D -> L2 norm
-(ISL-METHOD.md section 1). Convolutions carry no bias (a batch norm follows each);
+(docs/method.md section 1). Convolutions carry no bias (a batch norm follows each);
 all layers keep PyTorch's default initialisation.
 
 CIFAR layer plan (`features`, input 32x32 only: the flatten needs 256 x 4 x 4 = 4096):

@@ -1,4 +1,4 @@
-"""The triplet GAN of ISL-METHOD.md section 6: a generator of proxy positives and a triplet discriminator.
+"""The triplet GAN of docs/method.md section 6: a generator of proxy positives and a triplet discriminator.
 
 Both are small MLPs with LeakyReLU (negative slope 0.01) between layers and
 PyTorch's default initialisation (`nn.Linear`: Kaiming-uniform weights with

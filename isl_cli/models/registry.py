@@ -1,4 +1,4 @@
-"""Choose and build a backbone by name: arch x variant (ISL-METHOD.md section 1).
+"""Choose and build a backbone by name: arch x variant (docs/method.md section 1).
 
 | arch     | "cifar" (images <= 64 px)                  | "imagenet" (larger images)                    |
 |----------|--------------------------------------------|-----------------------------------------------|

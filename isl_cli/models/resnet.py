@@ -1,6 +1,6 @@
 """ResNet backbones: CIFAR-style (32x32) built from torchvision's blocks, and torchvision's ImageNet ResNets.
 
-Both end in a linear map to D followed by L2 normalisation (ISL-METHOD.md section 1).
+Both end in a linear map to D followed by L2 normalisation (docs/method.md section 1).
 
 State-dict key layout (an exporter relies on it):
 - CIFAR ResNets (`CifarResNet`) use torchvision's names: `conv1`, `bn1`,
