@@ -15,8 +15,8 @@ For every arm and round it reports the weighted kNN with recomputed training fea
 mined that round with their precision next to as many pairs by plain similarity and chance, the GAN's proposal
 counts (what each mining test rejected), and the final linear probe; the break-even precision comes from
 `benchmarks/neighbour_precision.py`'s results.json when given (--break-even). It writes WORK/study.json and
-WORK/study.md, and with --png a plot of kNN (bank, during training) against epochs for the three arms, with
-the centred-pixel and random-backbone baselines as lines.
+WORK/study-table.txt (a markdown table), and with --png a plot of kNN (bank, during training) against epochs for
+the three arms, with the centred-pixel and random-backbone baselines as lines.
 
 Each `isl run` resumes where it stopped, so run the same command again after any interruption. Arms are
 independent: on 2 cores, two commands with one arm each and `--threads 1` run side by side faster than one
@@ -224,7 +224,7 @@ def main() -> None:
     text = markdown(title, rows, finals, base, even)
     atomic_write_json(args.work / "study.json", {"rows": rows, "finals": finals, "baselines": base,
                                                  "break_even_precision": even, "curves": curves})
-    (args.work / "study.md").write_text(text)
+    (args.work / "study-table.txt").write_text(text)
     print(text)
     if args.png:
         plot(args.png, title, curves, rows, base)
