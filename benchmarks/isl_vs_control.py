@@ -196,13 +196,17 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--title", default=None)
     parser.add_argument("--report-only", action="store_true", help="Train nothing: report what is finished.")
+    parser.add_argument("--round0", type=Path, default=None,
+                        help="A finished round-0 features file made with the preset's options, adopted as round 0.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds = PRESET_ROUNDS[args.preset]
+    args.round0_from = ["--start-from", str(args.round0)] if args.round0 else []
     round0 = args.work / "round0"
     if not args.report_only:
-        isl_run(args, round0, "--rounds", "1", "--no-linear-probe")
+        if not (round0 / "final-knn.json").exists():  # finished: arms started side by side skip it
+            isl_run(args, round0, "--rounds", "1", "--no-linear-probe", *args.round0_from)
         for arm in args.arms:
             isl_run(args, args.work / arm, "--miner", ARMS[arm], "--start-from",
                     str(stage_path(round0, 0, "features")))
