@@ -8,10 +8,11 @@ import typer
 
 from isl_cli import __version__
 from isl_cli.cli import commands
-from isl_cli.cli.common import Settings
+from isl_cli.cli.common import IslGroup, Settings
 
 app = typer.Typer(
     name="isl",
+    cls=IslGroup,  # an option that cannot be parsed is one `isl: error:` line, exit 2
     help="Instance Similarity Learning (ICCV 2021): unsupervised image features, fast and resumable.",
     rich_markup_mode="rich",
     no_args_is_help=True,

@@ -7,13 +7,17 @@ from typing import Annotated
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, compute_device, console
+from isl_cli.bounds import Bounds
+from isl_cli.cli.common import DeviceOpt, compute_device, console, within
+from isl_cli.config import SEED_BOUNDS
+
+QUERIES_BOUNDS = Bounds(1, 100, integer=True)
 
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `isl run` (or stage files named rR-STAGE.safetensors).", show_default=False)],
-    queries: Annotated[int, typer.Option("--queries", help="Test images in the retrieval grid.")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Which test images the retrieval grid shows.")] = 0,
+    queries: Annotated[int, typer.Option("--queries", help="Test images in the retrieval grid (at most 100).", callback=within(QUERIES_BOUNDS, "--queries"))] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Which test images the retrieval grid shows.", callback=within(SEED_BOUNDS, "--seed"))] = 0,
     data: Annotated[Path | None, typer.Option("--data", help="Data set folder \\[default: the one the run's features record, relative to where they were trained].", show_default=False)] = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -26,7 +30,5 @@ def report(
 
     if not run_dir.is_dir():
         raise IslError(f"{run_dir}: no such run folder")
-    if queries <= 0:
-        raise IslError(f"--queries must be positive, got {queries}")
     for path in write_report(run_dir, device=compute_device(device), num_queries=queries, seed=seed, data_dir=data):
         console.print(f"wrote {path}")
