@@ -27,14 +27,14 @@ def stage_path(run_dir: Path, round_index: int, stage: str) -> Path:
 
 def claim_run_dir(run_dir: Path, config: RunConfig, data_dir: Path, overwrite: bool) -> None:
     """Record the resolved config; refuse to mix with a folder that holds a different one."""
-    record = {"config": to_dict(config), "data_dir": str(data_dir)}
+    record = json.loads(json.dumps({"config": to_dict(config), "data_dir": str(data_dir)}))  # as JSON reads it back
     path = run_dir / CONFIG_FILE
     if path.exists():
         try:
             existing = json.loads(path.read_text())
         except ValueError:
             existing = None
-        if existing != json.loads(json.dumps(record)):
+        if existing != record:
             if not overwrite:
                 diff = _config_diff(existing, record)
                 raise IslError(f"{run_dir} holds a run with a different config ({diff}); use another --run-dir, "
