@@ -468,6 +468,15 @@ def verify_file(path: str | os.PathLike) -> dict[str, bool | None]:
     return status
 
 
+def refuse_corrupt(path: str | os.PathLike, status: Mapping[str, bool | None] | None = None) -> None:
+    """One line when either digest of a file fails (`status` from `verify_file`, computed when not given)."""
+    status = verify_file(path) if status is None else status
+    failed = [what for what in ("metadata", "tensors") if status.get(what) is False]
+    if failed:
+        what = " and ".join("its metadata" if f == "metadata" else "its tensor data" for f in failed)
+        raise IslError(f"{path}: corrupt: {what} does not match the digest written with it; {CORRUPT_HINT}")
+
+
 class _LazyTensors(abc.Mapping):
     """The tensors of an open safetensors file, each read when asked for."""
 

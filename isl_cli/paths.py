@@ -118,8 +118,13 @@ def nearest_folder(path: str | os.PathLike, option: str, shown: str | os.PathLik
                 except OSError as exc:
                     why = ("a symbolic link loop" if exc.errno == errno.ELOOP
                            else f"a symbolic link to {os.readlink(folder)}, which does not exist")
-                raise IslError(f"{label}: {folder} is {why}, not a folder")
-            raise IslError(f"{label}: {folder} is not a folder")
+                raise IslError(f"{label}: {_which(folder, shown)}{why}, not a folder")
+            raise IslError(f"{label}: {_which(folder, shown)}not a folder")
         if folder.parent == folder:
             return folder
         folder = folder.parent
+
+
+def _which(folder: Path, shown: str | os.PathLike | None) -> str:
+    """"is " when `folder` is the path the user gave, else "<folder> is " (a folder above it)."""
+    return "is " if shown is not None and Path(shown) == folder else f"{folder} is "

@@ -342,6 +342,18 @@ def test_inspect_says_when_the_tensor_digest_fails(made, tmp_path, cli):
     assert good.exit_code == 0 and good.stdout.count("(verified)") == 2
 
 
+def test_report_checks_every_stage_file_before_drawing(made, tmp_path, cli):
+    for path in made.values():
+        shutil.copy(path, tmp_path / path.name)
+    gan = tmp_path / made["gan"].name
+    raw = bytearray(gan.read_bytes())
+    raw[-5] ^= 0x01  # the GAN's tensors: the figures use its losses from the header, never these bytes
+    gan.write_bytes(bytes(raw))
+    before = _snapshot(tmp_path)
+    assert_error_line(cli("report", tmp_path, "--device", "cpu"), str(gan), "corrupt", "tensor data")
+    assert _snapshot(tmp_path) == before  # no figure drawn
+
+
 @pytest.mark.parametrize("name, value, fragment", [
     ("width", 1000.0, "do not fit"),
     ("image_size", -32, "image_size"),

@@ -20,7 +20,7 @@ def inspect(
     (metadata and tensors, read one tensor at a time): a file that fails one is still shown, then refused with one
     line (exit 2).
     """
-    from isl_cli.artifacts import dtype_name, read_header, verify_file
+    from isl_cli.artifacts import dtype_name, read_header, refuse_corrupt, verify_file
 
     header = read_header(file, verify=False)  # shown even when corrupt; the digests are checked below
     verified = verify_file(file)
@@ -43,7 +43,7 @@ def inspect(
             "verified": verified,
         }
         emit(json.dumps(record, indent=2, sort_keys=True))
-        _refuse_corrupt(header.path, verified)
+        refuse_corrupt(header.path, verified)
         return
 
     summary = field_table(f"{header.path}")
@@ -78,24 +78,13 @@ def inspect(
         for key, value in sorted(header.config.items()):
             config.add_row(key, _short(value))
         console.print(config)
-    _refuse_corrupt(header.path, verified)
+    refuse_corrupt(header.path, verified)  # after the description: one line, exit 2
 
 
 def _digest_row(stored: str | None, ok: bool | None, why_none: str) -> str:
     if stored is None:
         return f"(none: {why_none})"
     return f"{stored} ({'verified' if ok else 'DOES NOT MATCH: corrupt'})"
-
-
-def _refuse_corrupt(path: Path, verified: dict) -> None:
-    """After the description: one error line (exit 2) when a digest does not match."""
-    from isl_cli.artifacts import CORRUPT_HINT
-    from isl_cli.errors import IslError
-
-    failed = [what for what in ("metadata", "tensors") if verified[what] is False]
-    if failed:
-        what = " and ".join("its metadata" if f == "metadata" else "its tensor data" for f in failed)
-        raise IslError(f"{path}: corrupt: {what} does not match the digest written with it; {CORRUPT_HINT}")
 
 
 def _mining_table(stats: dict) -> None:

@@ -23,12 +23,17 @@ def report(
 ) -> None:
     """Draw PNG figures of a run: kNN accuracy per epoch across rounds, the loss terms, neighbours per image and
     mined-pair precision per round, GAN losses, and a grid of test images with their 10 nearest training images
-    (green border: same label, red: different)."""
-    from isl_cli.engine.report import write_report
+    (green border: same label, red: different).
 
+    Both digests of every stage file are checked first: a corrupt file is refused before any figure is drawn."""
+    from isl_cli.artifacts import refuse_corrupt
+    from isl_cli.engine.report import write_report
     from isl_cli.errors import IslError
 
     if not run_dir.is_dir():
         raise IslError(f"{run_dir}: no such run folder")
+    for stage in ("features", "gan", "neighbors"):  # what the figures come from: both digests, before any figure
+        for path in sorted(run_dir.glob(f"r*-{stage}.safetensors")):
+            refuse_corrupt(path)
     for path in write_report(run_dir, device=compute_device(device), num_queries=queries, seed=seed, data_dir=data):
         console.print(f"wrote {path}")
