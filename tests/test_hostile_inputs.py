@@ -193,6 +193,10 @@ EXTREME = [
      "--seed"),
     ("fetch-data --size 2^64", lambda d, m, t: ["fetch-data", "shapes", "--root", t / "data", "--size", TWO_64],
      "--size"),
+    ("fetch-data --num-train 2^64", lambda d, m, t: ["fetch-data", "shapes", "--root", t / "data", "--num-train",
+                                                     TWO_64], "--num-train"),
+    ("fetch-data --num-test 0", lambda d, m, t: ["fetch-data", "shapes", "--root", t / "data", "--num-test", "0"],
+     "--num-test"),
     ("run --rounds 2^64", lambda d, m, t: ["run", "--data", d, "--run-dir", t / "run", "--rounds", TWO_64, "--device",
                                            "cpu"], "--rounds"),
 ]

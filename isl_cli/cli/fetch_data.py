@@ -68,9 +68,11 @@ def fetch_data(
         if given:
             raise IslError(f"{', '.join(given)}: only for shapes")
     from isl_cli import checks  # noqa: PLC0415
-    from isl_cli.data.sources.fetch import SIZE_BOUNDS  # noqa: PLC0415
+    from isl_cli.data.sources.fetch import NUM_IMAGES_BOUNDS, SIZE_BOUNDS  # noqa: PLC0415
 
-    SIZE_BOUNDS.check("--size", size)  # before the memory a size implies
+    SIZE_BOUNDS.check("--size", size)  # the ranges before the memory they imply
+    NUM_IMAGES_BOUNDS.check("--num-train", num_train)
+    NUM_IMAGES_BOUNDS.check("--num-test", num_test)
     data_root = root or default_root()
     if name == "shapes":
         side = size or 32

@@ -39,6 +39,7 @@ from isl_cli.data.store import Split, save_dataset, split_path
 from isl_cli.errors import IslError
 
 SIZE_BOUNDS = Bounds(8, 4096, integer=True)  # --size: the side images are resized to
+NUM_IMAGES_BOUNDS = Bounds(1, 2**31 - 1, integer=True)  # shapes' --num-train / --num-test (and the memory check)
 
 
 @dataclass
@@ -182,8 +183,9 @@ def _check_options(info: registry.DatasetInfo, source: str | Path | None, size: 
     SIZE_BOUNDS.check("--size", size)
     if info.name == "imagenet" and size is not None:
         raise IslError("imagenet stays as image files (resized when read); --size does not apply")
-    if info.name == "shapes" and (num_train < 1 or num_test < 1):
-        raise IslError(f"shapes needs --num-train and --num-test of at least 1 (got {num_train}, {num_test})")
+    if info.name == "shapes":
+        NUM_IMAGES_BOUNDS.check("--num-train", num_train)
+        NUM_IMAGES_BOUNDS.check("--num-test", num_test)
     if source is None:
         if info.needs_source:
             hint = "no download exists for ImageNet; " if info.name == "imagenet" else ""
