@@ -9,19 +9,23 @@ Every file a stage writes is a safetensors file whose string metadata holds:
     isl.fingerprint  fingerprint of the data set the file belongs to
     isl.meta         anything else the stage records (round, epochs, metrics), JSON
     isl.digest       sha256 of every tensor's name, dtype, shape and bytes (digest.py)
+    isl.meta_digest  sha256 of every other metadata entry (digest.py)
 
 Writes are atomic (our own temporary file in the same folder, fsync, rename,
 fsync of the folder; safetensors only serialises to bytes, so ours is the only
-rename and files get the umask's mode). A temporary file left by a killed
-writer is removed by the next write of the same output. Reads validate
-everything, verify the digest, and raise `IslError` with one line that names
-the file and the fault. No pickle is ever written or read here.
+rename and files get the umask's mode); several files can be written as one
+(all renamed only once all are written). A temporary file left by a killed
+writer is removed by the next write of the same output. An output that exists
+and is not a regular file is never replaced. Reads validate everything, verify
+the digests (a header read: the metadata's), and raise `IslError` with one line
+that names the file and the fault. No pickle is ever written or read here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+from collections import abc
 import fcntl
 import hashlib
 import json
@@ -40,8 +44,15 @@ from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_serialise
 
 from isl_cli import __version__
-from isl_cli.digest import DIGEST_KEY, tensors_digest
+from isl_cli.digest import DIGEST_KEY, META_DIGEST_KEY, metadata_digest, tensors_digest
 from isl_cli.errors import IslError
+from isl_cli.paths import (
+    FOREIGN_TEMP_GLOB,
+    refuse_own_files,
+    refuse_special_output,
+    temp_glob,
+    temp_name,
+)
 
 SCHEMA_VERSION = 1
 KINDS = ("dataset", "features", "gan", "neighbors", "backbone", "embeddings")
@@ -139,6 +150,18 @@ class Expect:
 # --------------------------------------------------------------------------- writing
 
 
+@dataclass(frozen=True)
+class ArtifactWrite:
+    """One artifact to write: `write_artifact`'s arguments."""
+
+    path: Path
+    kind: str
+    tensors: Mapping[str, torch.Tensor]
+    fingerprint: str
+    config: Mapping[str, Any] | None = None
+    meta: Mapping[str, Any] | None = None
+
+
 def write_artifact(
     path: str | os.PathLike,
     kind: str,
@@ -153,31 +176,40 @@ def write_artifact(
     A crash at any moment leaves either the previous file or the new one at
     `path`, never a partial file.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown artifact kind {kind!r}")
-    path = Path(path)
-    metadata = {
-        "isl.kind": kind,
-        "isl.schema": str(SCHEMA_VERSION),
-        "isl.version": __version__,
-        "isl.fingerprint": str(fingerprint),
-        "isl.config": json.dumps(dict(config or {}), sort_keys=True, default=_json_default),
-        "isl.meta": json.dumps(dict(meta or {}), sort_keys=True, default=_json_default),
-    }
-    prepared = _prepare_tensors(tensors)
-    metadata[DIGEST_KEY] = tensors_digest(prepared)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise IslError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
+    write_artifacts([ArtifactWrite(Path(path), kind, tensors, fingerprint, config, meta)])
+    return Path(path)
 
-    def write(tmp: Path) -> None:
-        data = _serialise(prepared, metadata)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
 
-    atomic_write(path, write)
-    return path
+def write_artifacts(items: Iterable[ArtifactWrite]) -> None:
+    """Write several artifacts as one: none is renamed into place unless every one was written whole."""
+    writers = []
+    for item in items:
+        if item.kind not in KINDS:
+            raise ValueError(f"unknown artifact kind {item.kind!r}")
+        path = Path(item.path)
+        metadata = {
+            "isl.kind": item.kind,
+            "isl.schema": str(SCHEMA_VERSION),
+            "isl.version": __version__,
+            "isl.fingerprint": str(item.fingerprint),
+            "isl.config": json.dumps(dict(item.config or {}), sort_keys=True, default=_json_default),
+            "isl.meta": json.dumps(dict(item.meta or {}), sort_keys=True, default=_json_default),
+        }
+        prepared = _prepare_tensors(item.tensors)
+        metadata[DIGEST_KEY] = tensors_digest(prepared)
+        metadata[META_DIGEST_KEY] = metadata_digest(metadata)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IslError(f"{path}: cannot create folder ({exc.strerror or exc})") from exc
+
+        def write(tmp: Path, prepared=prepared, metadata=metadata) -> None:
+            data = _serialise(prepared, metadata)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+
+        writers.append((path, write))
+    atomic_write_all(writers)
 
 
 def _serialise(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
@@ -190,14 +222,20 @@ def atomic_write(path: str | os.PathLike, writer) -> None:
 
     Under data parallelism only rank 0 writes; every rank waits until the file is in place.
     """
+    atomic_write_all([(Path(path), writer)])
+
+
+def atomic_write_all(writers: list[tuple[Path, Any]]) -> None:
+    """`atomic_write` of several files as one: each `writer(tmp)` runs first; only when all succeeded are the
+    temporary files renamed into place (a failure leaves every output as it was, and no temporary file)."""
     from isl_cli import distributed
 
     if distributed.context().enabled:
         if distributed.context().is_main:
-            _write_atomically(Path(path), writer)
+            _write_atomically([(Path(p), w) for p, w in writers])
         distributed.barrier()
         return
-    _write_atomically(Path(path), writer)
+    _write_atomically([(Path(p), w) for p, w in writers])
 
 
 # A killed safetensors `save_file` (isl before the digest, or another tool) leaves `.tmpXXXXXX`
@@ -207,7 +245,7 @@ FOREIGN_TEMP_IDLE_S = 60.0
 
 def temp_files(path: Path) -> list[Path]:
     """Temporary files of writes of `path` (ours: `.NAME.*.tmp`), whoever is writing them."""
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    return sorted(path.parent.glob(temp_glob(path.name)))
 
 
 def remove_stale_temp_files(path: Path) -> list[Path]:
@@ -236,7 +274,7 @@ def remove_stale_temp_files(path: Path) -> list[Path]:
         finally:
             os.close(fd)
     now = time.time()
-    for tmp in path.parent.glob(".tmp??????"):
+    for tmp in path.parent.glob(FOREIGN_TEMP_GLOB):
         try:
             if tmp.is_file() and now - tmp.stat().st_mtime > FOREIGN_TEMP_IDLE_S:
                 tmp.unlink()
@@ -249,7 +287,7 @@ def remove_stale_temp_files(path: Path) -> list[Path]:
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new `.NAME.<random>.tmp` beside `path`, created with the umask's mode and locked by us."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / temp_name(path.name, secrets.token_hex(4))
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -260,29 +298,36 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise OSError(errno.EEXIST, "no free temporary file name")
 
 
-def _write_atomically(path: Path, writer) -> None:
-    tmp: Path | None = None
-    fd = -1
+def _write_atomically(writers: list[tuple[Path, Any]]) -> None:
+    temps: dict[Path, tuple[int, Path]] = {}  # output -> (locked fd, its temporary file), until renamed
+    path = writers[0][0]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(path)
-        fd, tmp = _create_temp(path)
-        writer(tmp)
-        with open(tmp, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+        for path, _ in writers:
+            refuse_special_output(path)  # a device, pipe or folder is never replaced by a file
+        for path, writer in writers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(path)
+            temps[path] = _create_temp(path)
+            tmp = temps[path][1]
+            writer(tmp)
+            with open(tmp, "rb+") as handle:
+                handle.flush()
+                os.fsync(handle.fileno())
+        for path, _ in writers:
+            fd, tmp = temps[path]
+            os.replace(tmp, path)
+            del temps[path]
+            os.close(fd)
+        for folder in {p.parent for p, _ in writers}:
+            _fsync_dir(folder)
     except OSError as exc:
         raise IslError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     except SafetensorError as exc:  # safetensors reports its own I/O failures (a full disk) this way
         raise IslError(f"{path}: cannot write ({_short(exc)})") from exc
     finally:
-        if tmp is not None:
+        for fd, tmp in temps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        if fd >= 0:
             os.close(fd)
 
 
@@ -340,16 +385,17 @@ def _json_default(obj: Any) -> Any:
 # --------------------------------------------------------------------------- reading
 
 
-def read_header(path: str | os.PathLike, kind: str | Iterable[str] | None = None) -> Header:
+def read_header(path: str | os.PathLike, kind: str | Iterable[str] | None = None, *, verify: bool = True) -> Header:
     """Parse and validate an artifact's header without loading its tensors.
 
     Raises `IslError` naming the file for: a missing file, a file that is not
-    safetensors, a truncated one, one without isl metadata, a newer schema, or
-    a kind other than `kind`.
+    safetensors, a truncated one, one without isl metadata, metadata that does
+    not match its `isl.meta_digest` (unless `verify` is False: `isl inspect`),
+    a newer schema, or a kind other than `kind`.
     """
     path = Path(path)
     raw = _read_header_bytes(path)
-    return _parse_header(path, raw, kind)
+    return _parse_header(path, raw, kind, verify)
 
 
 def read_artifact(
@@ -393,6 +439,58 @@ def read_artifact(
 
 
 _NOTED_UNVERIFIED: set[str] = set()
+CORRUPT_HINT = "re-create it (re-run the command that wrote it) or restore a good copy"
+
+
+def metadata_digest_ok(metadata: Mapping[str, str]) -> bool | None:
+    """Whether the metadata matches its `isl.meta_digest` (None: a file written before isl recorded one)."""
+    stored = metadata.get(META_DIGEST_KEY)
+    return None if stored is None else metadata_digest(metadata) == stored
+
+
+def verify_file(path: str | os.PathLike) -> dict[str, bool | None]:
+    """Both digests of a file, checked: {"metadata": ok, "tensors": ok}, None where the file records none.
+
+    Tensors are read one at a time (memory-mapped), so a large bank is checked without loading it whole.
+    """
+    from safetensors import safe_open
+
+    header = read_header(path, verify=False)
+    status: dict[str, bool | None] = {"metadata": metadata_digest_ok(header.raw_metadata),
+                                      "tensors": None}
+    stored = header.raw_metadata.get(DIGEST_KEY)
+    if stored is not None:
+        try:
+            with safe_open(str(header.path), "pt") as handle:
+                status["tensors"] = tensors_digest(_LazyTensors(handle)) == stored
+        except Exception:  # noqa: BLE001  (safetensors' own errors: the data cannot be read as written)
+            status["tensors"] = False
+    return status
+
+
+def refuse_corrupt(path: str | os.PathLike, status: Mapping[str, bool | None] | None = None) -> None:
+    """One line when either digest of a file fails (`status` from `verify_file`, computed when not given)."""
+    status = verify_file(path) if status is None else status
+    failed = [what for what in ("metadata", "tensors") if status.get(what) is False]
+    if failed:
+        what = " and ".join("its metadata" if f == "metadata" else "its tensor data" for f in failed)
+        raise IslError(f"{path}: corrupt: {what} does not match the digest written with it; {CORRUPT_HINT}")
+
+
+class _LazyTensors(abc.Mapping):
+    """The tensors of an open safetensors file, each read when asked for."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.handle.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self.handle.keys())
+
+    def __len__(self) -> int:
+        return len(self.handle.keys())
 
 
 def verify_digest(header: Header, tensors: Mapping[str, torch.Tensor]) -> bool:
@@ -411,7 +509,7 @@ def verify_digest(header: Header, tensors: Mapping[str, torch.Tensor]) -> bool:
         return False
     if tensors_digest(tensors) != stored:
         raise IslError(f"{header.path}: corrupt: its tensor data does not match the digest written with it; "
-                       f"re-create it (re-run the command that wrote it) or restore a good copy")
+                       f"{CORRUPT_HINT}")
     return True
 
 
@@ -448,12 +546,22 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def check_io(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """What every command checks of its files before any work, whatever --overwrite says: no input is one of
+    isl's own lock or temporary files, every existing output is a regular file, and no output is an input."""
+    outputs, inputs = [p for p in outputs if p is not None], [p for p in inputs if p is not None]
+    refuse_own_files(inputs)
+    for out in outputs:
+        refuse_special_output(out)
+    refuse_overwriting_inputs(outputs, inputs)
+
+
 def refuse_overwriting_inputs(outputs: Iterable[str | os.PathLike | None],
                               inputs: Iterable[str | os.PathLike | None]) -> None:
     """IslError when any output would be written over one of the command's own inputs.
 
-    Checked by every command before any work, whatever --overwrite says: no
-    command ever replaces a file it reads.
+    Checked by every command before any work (`check_io`), whatever --overwrite
+    says: no command ever replaces a file it reads.
     """
     ins = [Path(p) for p in inputs if p is not None]
     for out in (Path(p) for p in outputs if p is not None):
@@ -532,11 +640,15 @@ def _read_header_bytes(path: Path) -> tuple[dict[str, Any], int]:
     return header, data_size
 
 
-def _parse_header(path: Path, raw: tuple[dict[str, Any], int], kind: str | Iterable[str] | None) -> Header:
+def _parse_header(path: Path, raw: tuple[dict[str, Any], int], kind: str | Iterable[str] | None,
+                  verify: bool = True) -> Header:
     header, data_size = raw
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise IslError(f"{path}: not a safetensors file (bad __metadata__)")
+    if verify and metadata_digest_ok(metadata) is False:
+        raise IslError(f"{path}: corrupt: its metadata (kind, config, fingerprint, description) does not match "
+                       f"the digest written with it; {CORRUPT_HINT}")
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int]] = []
     for name, entry in header.items():
@@ -646,8 +758,11 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def strings_to_tensors(strings: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode strings as (bytes uint8 (total,), offsets int64 (n+1,)) for storage."""
-    encoded = [s.encode("utf-8") for s in strings]
+    """Encode strings as (bytes uint8 (total,), offsets int64 (n+1,)) for storage.
+
+    File names that are not UTF-8 (held by Python as surrogate escapes) keep their exact bytes.
+    """
+    encoded = [s.encode("utf-8", "surrogateescape") for s in strings]
     offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
     if encoded:
         offsets[1:] = torch.cumsum(torch.tensor([len(e) for e in encoded], dtype=torch.int64), 0)
@@ -659,4 +774,4 @@ def tensors_to_strings(blob: torch.Tensor, offsets: torch.Tensor) -> list[str]:
     """Inverse of `strings_to_tensors`."""
     data = blob.numpy().tobytes()
     bounds = offsets.tolist()
-    return [data[bounds[i]:bounds[i + 1]].decode("utf-8") for i in range(len(bounds) - 1)]
+    return [data[bounds[i]:bounds[i + 1]].decode("utf-8", "surrogateescape") for i in range(len(bounds) - 1)]

@@ -133,6 +133,11 @@ def load_neighbors(path: Path, *, fingerprint: str | None, num_images: int,
     pairs = art["pairs"]
     if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= num_images):
         raise IslError(f"{path}: pair indices must lie in 0..{num_images - 1}")
+    same = (pairs[:, 0] == pairs[:, 1]).nonzero()
+    if len(same):
+        row = int(same[0, 0])
+        raise IslError(f"{path}: row {row} pairs image {int(pairs[row, 0])} with itself; every pair must join two "
+                       f"different images (i != j: an image is always its own neighbour)")
     return NeighborsFile(
         pairs=pairs,
         round_added=art.tensors.get("round_added"),

@@ -1,10 +1,11 @@
 """Checks of command-line values made before any data is read or any work is done.
 
-Config dataclasses validate their own fields (`FeaturesConfig.validate`, ...);
-this module holds what needs more than one field or the machine: NaN/inf in
-options that have no config, the batch a training stage may use, a network
-width that leaves layers without channels, whether the memory a network needs
-exists, and whether an output's folder can be written at all.
+Config dataclasses validate their own fields (`FeaturesConfig.validate`, ...,
+each option's range declared with it: isl_cli.bounds); this module holds what
+needs more than one field, the data or the machine: the batch a training stage
+may use, the images it needs, a network width that leaves layers without
+channels, whether the memory a network, a bank or the negative draws need
+exists, and whether an output can be written at all.
 """
 
 from __future__ import annotations
@@ -16,23 +17,13 @@ from pathlib import Path
 
 from isl_cli.config import GanConfig, run_flags_named
 from isl_cli.errors import IslError
+from isl_cli.paths import nearest_folder, refuse_special_output
 
 MIN_BASE_CHANNELS = 4  # the first ResNet stage must keep at least this many channels (width >= 0.0625)
-
-
-def finite_positive(option: str, value: float | int | None) -> None:
-    """Refuse a value that is not a finite number > 0 (None means "not given")."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0:
-        raise IslError(f"{option} must be positive and finite, got {value}")
-
-
-def positive_ints(option: str, values) -> None:
-    """Refuse any value of a (repeatable) integer option that is not > 0."""
-    for value in values or ():
-        if value <= 0:
-            raise IslError(f"{option} must be positive, got {value}")
+MIN_TRAINING_IMAGES = 2  # batch norm has no statistics of one image (and an epoch's batches need two)
+# Bytes per negative candidate while a batch's K draws are made (triplets.draw_non_neighbors): the int64 draws,
+# the int64 keys and positions of the membership test, the rejection mask, with room for the redraws.
+DRAW_BYTES = 32
 
 
 def world_size() -> int:
@@ -71,8 +62,7 @@ def backbone_width(arch: str, width: float) -> None:
     """Refuse a width multiplier that leaves a ResNet stage with (almost) no channels."""
     from isl_cli.models.names import CIFAR_STAGE_CHANNELS, scaled_channels
 
-    finite_positive("--width", width)
-    if arch == "alexnet" or not isinstance(width, (int, float)):
+    if arch == "alexnet" or not isinstance(width, (int, float)) or not math.isfinite(width):
         return  # the AlexNets refuse any width but 1.0 themselves
     first = CIFAR_STAGE_CHANNELS[0]
     kept = scaled_channels(first, width)
@@ -159,15 +149,8 @@ def writable_folder(out: Path, option: str = "--out", shown: Path | None = None)
     """
     out = Path(out)
     label = shown if shown is not None else out
-    folder = out.parent if str(out.parent) else Path(".")
-    while not folder.exists():
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    if out.is_dir():
-        raise IslError(f"{option} {out}: is a folder; give a file name")
-    if not folder.is_dir():
-        raise IslError(f"{option} {label}: {folder} is not a folder")
+    folder = nearest_folder(out.parent, option, shown=label)  # refuses a dangling link or a loop on the way
+    refuse_special_output(out, option)  # an existing output must be a regular file, even with --overwrite
     try:
         fd, probe = tempfile.mkstemp(prefix=".isl-probe-", dir=folder)
     except OSError as exc:
@@ -179,8 +162,11 @@ def writable_folder(out: Path, option: str = "--out", shown: Path | None = None)
         pass
 
 
-def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True) -> None:
-    """Every train-features option, checked together before any data is read (`machine`: also the memory)."""
+def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True, num_images: int | None = None) -> None:
+    """Every train-features option, checked together before any data is read (`machine`: also the memory).
+
+    With `num_images` (the training split's, from its header) the memory bank (N x D float32) must fit too.
+    """
     from isl_cli.models.names import check_arch_variant
 
     cfg.validate()
@@ -192,14 +178,35 @@ def features_options(cfg, *, imagenet: bool, device=None, machine: bool = True) 
     if variant == "cifar" and cfg.arch != "alexnet":
         backbone_width(cfg.arch, cfg.width)
     training_batch(cfg.batch_size, batch_norm=True, sync_bn=cfg.sync_bn)
+    bank = 0
     what = f"--arch {cfg.arch} --width {cfg.width:g} (weights, gradients and momentum)"
+    if num_images is not None:
+        bank = num_images * cfg.low_dim * 4
+        what = (f"--arch {cfg.arch} --width {cfg.width:g} --low-dim {cfg.low_dim} (weights, gradients, momentum "
+                f"and the {num_images:,} x {cfg.low_dim} memory bank)")
     if not machine:  # no torch yet: an impossible width is still refused at once, from a lower bound
         bound = backbone_bytes_lower_bound(cfg.arch, variant, cfg.width)
         if bound is not None:
-            fits_in_memory(what, bound, estimate="at least")
+            fits_in_memory(what, bound + bank, estimate="at least")
         return
     needed = backbone_training_bytes(cfg.arch, variant, cfg.low_dim, cfg.width)
-    fits_in_memory(what, needed, device)
+    fits_in_memory(what, needed + bank, device)
+
+
+def training_set(num_images: int, val_split: float = 0.0, where: str = "the data set") -> None:
+    """Refuse training on fewer than two images, or a --val-split that leaves the kNN no keys."""
+    if num_images < MIN_TRAINING_IMAGES:
+        raise IslError(f"{where}: its training split holds {num_images} image(s); training needs at least "
+                       f"{MIN_TRAINING_IMAGES} (batch norm has no statistics of a single image)")
+    val_split_leaves_keys(val_split, num_images)
+
+
+def draws_fit(batch_size: int, num_draws: int, num_images: int | None = None, device=None) -> None:
+    """Refuse a --num-draws whose (batch, K) negative candidates would not fit in memory (`num_images` caps the
+    batch)."""
+    batch = batch_size if num_images is None else min(batch_size, num_images)
+    fits_in_memory(f"--num-draws {num_draws:,} for a batch of {batch:,} images (the negative candidates)",
+                   batch * num_draws * DRAW_BYTES, device)
 
 
 def val_split_leaves_keys(val_split: float, num_images: int) -> None:
@@ -212,17 +219,25 @@ def val_split_leaves_keys(val_split: float, num_images: int) -> None:
                        f"none to train the kNN keys on; use at most {(num_images - 1) / num_images:.3g}")
 
 
-def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = None, machine: bool = True) -> None:
+def run_options(config, *, imagenet: bool, device=None, run_dir: Path | None = None, machine: bool = True,
+                num_images: int | None = None, data_dir: Path | None = None) -> None:
     """Every option of `isl run` (all stages and the final evaluation), checked before any work.
 
     `machine=False` checks the options alone (no torch import, no memory estimate), so that a typo exits at once.
+    `num_images`: the prepared data set's training images (in `data_dir`), which must be trainable and whose bank
+    and negative draws must fit.
     """
     try:
         config.gan.validate()
     except IslError as exc:  # `isl run` names some of the GAN's options otherwise (--gan-lr, ...)
         raise IslError(run_flags_named(str(exc), GanConfig)) from None
     config.validate()
-    features_options(config.features, imagenet=imagenet, device=device, machine=machine)
+    features_options(config.features, imagenet=imagenet, device=device, machine=machine, num_images=num_images)
+    if num_images is not None:
+        training_set(num_images, config.features.val_split, where=str(data_dir or "the data set"))
     training_batch(config.gan.batch_size, batch_norm=False)
+    if machine:
+        draws_fit(config.gan.batch_size, config.gan.num_draws, num_images, device)
+        draws_fit(config.mine.batch_size, config.mine.num_draws, num_images, device)
     if run_dir is not None:
         writable_folder(Path(run_dir) / "summary.json", "--run-dir", shown=Path(run_dir))

@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from isl_cli.bounds import Bounds
 from isl_cli.errors import IslError
 
 PRESETS = ("paper", "quick", "cpu")
@@ -27,6 +28,19 @@ CHANNELS_LAST_HELP = "channels-last memory format for the backbone (faster convo
 SEED_HELP = "Random seed; the same seed on CPU gives bit-identical results."
 BATCH_HELP = "Global batch size, summed over torchrun ranks [128; 256 for ImageNet]."
 WORKERS_HELP = "DataLoader workers for file-backed data sets."
+
+# Ranges shared by several options (each field's own range is declared with it; isl_cli.bounds)
+SEED_BOUNDS = Bounds(0, 2**32 - 1, integer=True)
+BATCH_BOUNDS = Bounds(1, 2**20, integer=True)
+WORKERS_BOUNDS = Bounds(0, 256, integer=True)
+EPOCHS_BOUNDS = Bounds(1, 10**6, integer=True)
+STEPS_BOUNDS = Bounds(0, 10**9, integer=True)  # a floor in steps: 0 = none
+PASSES_BOUNDS = Bounds(0, 10**6, integer=True)  # empty passes before a stop: 0 = never
+DRAWS_BOUNDS = Bounds(1, 2**24, integer=True)  # and the (batch, K) draws must fit in memory: checks.draws_fit
+EVAL_K_BOUNDS = Bounds(1, 10**6, integer=True)
+ROUNDS_BOUNDS = Bounds(1, 1000, integer=True)
+TEMPERATURE_BOUNDS = Bounds(1e-4, 100)
+FRACTION_BELOW_ONE = Bounds(0, 1, high_open=True)  # [0, 1)
 
 #: Options of `isl run` that set a field of several stages at once (one value for every stage), with their help.
 RUN_SHARED_HELP = {
@@ -52,14 +66,18 @@ class CliOption:
     run_flag: str
     run_help: str
     cli_default: Any = None
+    bounds: Bounds | None = None  # the values a numeric option accepts (every config's validate checks them)
 
 
 def option(default: Any, flag: str, help: str, *, run_flag: str | None = None, run_help: str | None = None,
-           cli_default: Any = None) -> Any:
-    """A config field that is an option: of its stage's command (`flag`) and of `isl run` (`run_flag`, else `flag`)."""
+           cli_default: Any = None, bounds: Bounds | None = None) -> Any:
+    """A config field that is an option: of its stage's command (`flag`) and of `isl run` (`run_flag`, else `flag`).
+
+    `bounds`: the range of a numeric option, checked by `check_bounds` in the config's `validate`.
+    """
     run_flag = run_flag or flag
     run_help = RUN_SHARED_HELP.get(run_flag) or run_help or help
-    return field(default=default, metadata={"cli": CliOption(flag, help, run_flag, run_help, cli_default)})
+    return field(default=default, metadata={"cli": CliOption(flag, help, run_flag, run_help, cli_default, bounds)})
 
 
 def derived(default: Any, why: str) -> Any:
@@ -75,6 +93,21 @@ def cli_options(cls: type) -> dict[str, CliOption]:
 def derived_fields(cls: type) -> frozenset[str]:
     """Names of a config class's fields that are not options."""
     return frozenset(f.name for f in fields(cls) if "derived" in f.metadata)
+
+
+def check_bounds(cfg: Any) -> None:
+    """Refuse any option field of a config whose value lies outside its declared range (one line, its flag)."""
+    for name, opt in cli_options(type(cfg)).items():
+        if opt.bounds is not None:
+            opt.bounds.check(opt.flag, getattr(cfg, name))
+
+
+def field_bounds(cls: type, name: str) -> Bounds:
+    """The range declared with one config field's option (for a command that takes the same value by hand)."""
+    bounds = cli_options(cls)[name].bounds
+    if bounds is None:
+        raise TypeError(f"{cls.__name__}.{name} declares no range")
+    return bounds
 
 
 def run_flags_named(text: str, cls: type) -> str:
@@ -97,24 +130,32 @@ class FeaturesConfig:
         "1), and the log's first line says so; --variant cifar keeps the 32x32 ones.",
         run_help="cifar or imagenet backbones and settings; picked from the data unless given (file-backed or over "
                  "64 px: ImageNet settings).")
-    width: float = option(1.0, "--width", "Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).")
-    low_dim: int = option(128, "--low-dim", "Feature size D \\[default: 128].")
+    width: float = option(1.0, "--width", "Channel multiplier of the ResNets (1.0 = paper; 0.25 suits a CPU).",
+                          bounds=Bounds(0, 1024, low_open=True))
+    low_dim: int = option(128, "--low-dim", "Feature size D \\[default: 128].", bounds=Bounds(1, 65536, integer=True))
     image_size: int = derived(32, "the network input side: the data set's image size, not an option")
     epochs: int = option(200, "--epochs", "Epochs of this stage \\[paper: 200; 100 for ImageNet].",
-                         run_help="train-features epochs per round \\[paper: 200; 100 for ImageNet].")
+                         run_help="train-features epochs per round \\[paper: 200; 100 for ImageNet].",
+                         bounds=EPOCHS_BOUNDS)
     batch_size: int = option(128, "--batch-size",
-                             "Global batch size, summed over torchrun ranks \\[paper: 128; 256 for ImageNet].")
-    lr: float = option(0.03, "--lr", "SGD learning rate \\[paper: 0.03].")
-    momentum: float = option(0.9, "--momentum", "SGD momentum [0.9].")
-    weight_decay: float = option(5e-4, "--weight-decay", "SGD weight decay [5e-4; 1e-4 for ImageNet].")
-    temperature: float = option(0.1, "--temperature", "Softmax temperature T [0.1; 0.07 for ImageNet].")
-    bank_momentum: float = option(0.5, "--bank-momentum", "Memory bank momentum m [0.5].")
-    hp_weight: float = option(0.5, "--hp-weight", "Weight of the hard-positive KL term [0.5].")
+                             "Global batch size, summed over torchrun ranks \\[paper: 128; 256 for ImageNet].",
+                             bounds=BATCH_BOUNDS)
+    lr: float = option(0.03, "--lr", "SGD learning rate \\[paper: 0.03].", bounds=Bounds(0, 10, low_open=True))
+    momentum: float = option(0.9, "--momentum", "SGD momentum [0.9].", bounds=FRACTION_BELOW_ONE)
+    weight_decay: float = option(5e-4, "--weight-decay", "SGD weight decay [5e-4; 1e-4 for ImageNet].",
+                                 bounds=Bounds(0, 1))
+    temperature: float = option(0.1, "--temperature", "Softmax temperature T [0.1; 0.07 for ImageNet].",
+                                bounds=TEMPERATURE_BOUNDS)
+    bank_momentum: float = option(0.5, "--bank-momentum", "Memory bank momentum m [0.5].", bounds=FRACTION_BELOW_ONE)
+    hp_weight: float = option(0.5, "--hp-weight", "Weight of the hard-positive KL term [0.5].", bounds=Bounds(0, 100))
     eval_every: int = option(5, "--eval-every",
-                             "kNN evaluation (and LR plateau step) every N epochs [5; 2 for ImageNet].")
-    eval_k: int = option(200, "--eval-k", "k of the kNN during training [200; 1 for ImageNet].")
-    lr_factor: float = option(0.8, "--lr-factor", "LR plateau cut factor [0.8].")
-    lr_patience: int = option(1, "--lr-patience", "Evaluations without improvement before the LR is cut [1].")
+                             "kNN evaluation (and LR plateau step) every N epochs [5; 2 for ImageNet].",
+                             bounds=EPOCHS_BOUNDS)
+    eval_k: int = option(200, "--eval-k", "k of the kNN during training [200; 1 for ImageNet].", bounds=EVAL_K_BOUNDS)
+    lr_factor: float = option(0.8, "--lr-factor", "LR plateau cut factor [0.8].",
+                              bounds=Bounds(0, 1, low_open=True, high_open=True))
+    lr_patience: int = option(1, "--lr-patience", "Evaluations without improvement before the LR is cut [1].",
+                              bounds=Bounds(0, 10**6, integer=True))
     val_split: float = option(
         0.0, "--val-split",
         "The kNN that drives the LR scheduler queries this fraction of the TRAINING images instead of the test set. "
@@ -122,9 +163,11 @@ class FeaturesConfig:
         "kNN's keys. Default 0: like the paper's code, the scheduler watches test-set kNN (tuning on the test set; "
         "use this option for an honest protocol).",
         run_help="Share of the training images whose kNN drives the LR scheduler (default: the test set, as the "
-                 "paper's code). They are still trained on; only their labels leave the kNN's keys.")
-    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
-    num_workers: int = option(4, "--workers", "DataLoader workers for file-backed data sets (ImageNet).")
+                 "paper's code). They are still trained on; only their labels leave the kNN's keys.",
+        bounds=FRACTION_BELOW_ONE)
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0, bounds=SEED_BOUNDS)
+    num_workers: int = option(4, "--workers", "DataLoader workers for file-backed data sets (ImageNet).",
+                              bounds=WORKERS_BOUNDS)
     # autocast of every backbone forward (bank and loss stay fp32)
     amp: str = option("none", "--amp", AMP_HELP + " \\[paper preset: none; quick: auto].",
                       run_help=AMP_HELP + " Applies to every stage's backbone \\[paper preset: none; quick: auto].")
@@ -134,24 +177,12 @@ class FeaturesConfig:
                            "Under torchrun: batch norm per rank instead of over the global batch.")
 
     def validate(self) -> "FeaturesConfig":
-        _positive(self, "epochs", "batch_size", "low_dim", "eval_every", "eval_k", "image_size")
-        _positive_float(self, "width", "lr", "temperature")
-        if not 0.0 <= self.bank_momentum < 1.0:
-            raise IslError(f"--bank-momentum must be in [0, 1), got {self.bank_momentum}")
-        if not 0.0 <= self.val_split < 1.0:
-            raise IslError(f"--val-split must be in [0, 1), got {self.val_split}")
-        if not all(_finite_at_least_zero(v) for v in (self.weight_decay, self.momentum, self.hp_weight)):
-            raise IslError("--weight-decay, --momentum and --hp-weight must be finite and not negative, got "
-                           f"{self.weight_decay}, {self.momentum} and {self.hp_weight}")
-        if not 0.0 < self.lr_factor < 1.0:
-            raise IslError(f"--lr-factor must be in (0, 1), got {self.lr_factor}")
-        if self.lr_patience < 0:
-            raise IslError(f"--lr-patience must not be negative, got {self.lr_patience}")
+        check_bounds(self)
+        _positive(self, "image_size")
         if self.amp not in ("none", "bf16", "fp16", "auto"):
             raise IslError(f"--amp must be none, bf16, fp16 or auto, got {self.amp!r}")
         if self.variant not in ("cifar", "imagenet"):
             raise IslError(f"--variant must be cifar or imagenet, got {self.variant!r}")
-        _workers(self)
         return self
 
 
@@ -159,12 +190,13 @@ class FeaturesConfig:
 class GanConfig:
     """train-gan: triplet GAN on frozen features."""
 
-    batch_size: int = option(128, "--batch-size", BATCH_HELP)
+    batch_size: int = option(128, "--batch-size", BATCH_HELP, bounds=BATCH_BOUNDS)
     lr: float = option(1e-4, "--lr", "Adam learning rate of both networks [1e-4].", run_flag="--gan-lr",
-                       run_help="Adam learning rate of the GAN [1e-4].")
-    num_draws: int = option(4096, "--num-draws", "Negative candidates K drawn per image [4096].")
+                       run_help="Adam learning rate of the GAN [1e-4].", bounds=Bounds(0, 1, low_open=True))
+    num_draws: int = option(4096, "--num-draws", "Negative candidates K drawn per image [4096].", bounds=DRAWS_BOUNDS)
     max_epochs: int = option(200, "--max-epochs", "Hard cap on epochs whatever the rule says [200].",
-                             run_flag="--gan-max-epochs", run_help="Hard cap on GAN epochs per round [200].")
+                             run_flag="--gan-max-epochs", run_help="Hard cap on GAN epochs per round [200].",
+                             bounds=EPOCHS_BOUNDS)
     min_steps: int = option(
         0, "--min-steps",
         "Round 0's floor of the paper's rule in generator steps rather than epochs: the rule never stops round 0 "
@@ -172,21 +204,16 @@ class GanConfig:
         "390, too few for the proxies to reach the bank. 0: the reference (10 epochs) \\[paper: 0; cpu: 3900].",
         run_flag="--gan-min-steps",
         run_help="Round 0's GAN trains at least this many generator steps (0: the reference's 10 epochs) "
-                 "\\[paper: 0; cpu: 3900].")
+                 "\\[paper: 0; cpu: 3900].", bounds=STEPS_BOUNDS)
     epochs: int | None = option(None, "--epochs", "Stop after exactly N epochs instead of the paper's rule.",
                                 run_flag="--gan-epochs",
-                                run_help="Fixed GAN epochs per round (instead of the paper's rule).")
-    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
-    num_workers: int = option(4, "--workers", WORKERS_HELP)
+                                run_help="Fixed GAN epochs per round (instead of the paper's rule).",
+                                bounds=EPOCHS_BOUNDS)
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0, bounds=SEED_BOUNDS)
+    num_workers: int = option(4, "--workers", WORKERS_HELP, bounds=WORKERS_BOUNDS)
 
     def validate(self) -> "GanConfig":
-        _positive(self, "batch_size", "num_draws", "max_epochs")
-        _positive_float(self, "lr")
-        if self.min_steps < 0:
-            raise IslError(f"--min-steps must not be negative, got {self.min_steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise IslError(f"--epochs must be positive, got {self.epochs}")
-        _workers(self)
+        check_bounds(self)
         return self
 
 
@@ -194,17 +221,19 @@ class GanConfig:
 class MineConfig:
     """mine-neighbors: GAN proxies turned into new neighbour pairs."""
 
-    batch_size: int = option(128, "--batch-size", BATCH_HELP)
-    num_draws: int = option(4096, "--num-draws", "Negative candidates K per image [4096].")
+    batch_size: int = option(128, "--batch-size", BATCH_HELP, bounds=BATCH_BOUNDS)
+    num_draws: int = option(4096, "--num-draws", "Negative candidates K per image [4096].", bounds=DRAWS_BOUNDS)
     tau: float = option(0.5, "--tau", "Score threshold [0.5; 0.3 for ImageNet].",
-                        run_help="Mining score threshold [0.5; 0.3 for ImageNet].")
+                        run_help="Mining score threshold [0.5; 0.3 for ImageNet].", bounds=FRACTION_BELOW_ONE)
     base_radius: float = option(0.6, "--base-radius", "R of the radius r = R + (1-s)(1-R) [0.6; 0.3 for ImageNet].",
-                                run_help="Mining radius R [0.6; 0.3 for ImageNet].")
-    top_k: int = option(10, "--top-k", "Bank rows nearest each proxy that may join [10].")
+                                run_help="Mining radius R [0.6; 0.3 for ImageNet].", bounds=Bounds(0, 1))
+    top_k: int = option(10, "--top-k", "Bank rows nearest each proxy that may join [10].",
+                        bounds=Bounds(1, 10**6, integer=True))
     per_round: float = option(0.5, "--per-round", "Quota: (round+1) x this x N neighbour entries [0.5].",
-                              run_help="Mining quota: (round+1) x this x N entries [0.5].")
+                              run_help="Mining quota: (round+1) x this x N entries [0.5].",
+                              bounds=Bounds(0, 10**6, low_open=True))
     max_passes: int = option(200, "--max-passes", "Cap on passes over the data [200].",
-                             run_help="Cap on mining passes per round [200].")
+                             run_help="Cap on mining passes per round [200].", bounds=EPOCHS_BOUNDS)
     miner: str = option(
         "gan", "--miner",
         "gan: the paper's miner (GAN proxies, tau, radius). similarity: the plain-similarity rival in the style of "
@@ -219,7 +248,7 @@ class MineConfig:
         "the proposals and what to try. 0: never (the reference: passes repeat up to --max-passes) "
         "\\[paper preset: 0; quick and cpu: 5].",
         run_help="Stop mining after N passes in a row that add nothing (0: never, the reference) "
-                 "\\[paper: 0; quick and cpu: 5].")
+                 "\\[paper: 0; quick and cpu: 5].", bounds=PASSES_BOUNDS)
     quota_check: str = option(
         "pass", "--quota-check",
         "When to compare the neighbour count with the quota: after each pass (the method); also after each batch "
@@ -227,24 +256,15 @@ class MineConfig:
         "always runs); or exact: as batch, and a batch adds only the proposals, in their order, that the quota "
         "still needs, so that every miner adds the same number of pairs \\[default: pass; quick: batch; cpu: exact].",
         run_help="pass (the method), batch or exact: see `isl mine-neighbors --help`.")
-    seed: int = option(0, "--seed", SEED_HELP, cli_default=0)
-    num_workers: int = option(4, "--workers", WORKERS_HELP)
+    seed: int = option(0, "--seed", SEED_HELP, cli_default=0, bounds=SEED_BOUNDS)
+    num_workers: int = option(4, "--workers", WORKERS_HELP, bounds=WORKERS_BOUNDS)
 
     def validate(self) -> "MineConfig":
-        _positive(self, "batch_size", "num_draws", "top_k", "max_passes")
+        check_bounds(self)
         if self.miner not in MINERS:
             raise IslError(f"--miner must be {', '.join(MINERS[:-1])} or {MINERS[-1]}, got {self.miner!r}")
-        if self.stop_after_empty < 0:
-            raise IslError(f"--stop-after-empty must not be negative, got {self.stop_after_empty}")
         if self.quota_check not in ("pass", "batch", "exact"):
             raise IslError(f"--quota-check must be pass, batch or exact, got {self.quota_check!r}")
-        if not 0.0 <= self.tau < 1.0:
-            raise IslError(f"--tau must be in [0, 1), got {self.tau}")
-        if not 0.0 <= self.base_radius <= 1.0:
-            raise IslError(f"--base-radius must be in [0, 1], got {self.base_radius}")
-        if not math.isfinite(self.per_round) or self.per_round <= 0:
-            raise IslError(f"--per-round must be positive and finite, got {self.per_round}")
-        _workers(self)
         return self
 
 
@@ -261,10 +281,10 @@ class RunConfig:
     eval_ks: tuple[int, ...] = (200,)
 
     def validate(self) -> "RunConfig":
-        if self.rounds <= 0:
-            raise IslError(f"--rounds must be positive, got {self.rounds}")
-        if not self.eval_ks or any(k <= 0 for k in self.eval_ks):
-            raise IslError(f"--k must be positive, got {', '.join(map(str, self.eval_ks)) or 'none'}")
+        ROUNDS_BOUNDS.check("--rounds", self.rounds)
+        if not self.eval_ks:
+            raise IslError("--k must be given at least once")
+        EVAL_K_BOUNDS.check_all("--k", self.eval_ks)
         self.features.validate()
         self.gan.validate()
         self.mine.validate()
@@ -347,14 +367,3 @@ def _positive(cfg: Any, *names: str) -> None:
             raise IslError(f"--{name.replace('_', '-')} must be positive and finite, got {value}")
 
 
-def _workers(cfg: Any) -> None:
-    if cfg.num_workers < 0:
-        raise IslError(f"--workers must not be negative, got {cfg.num_workers}")
-
-
-def _finite_at_least_zero(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
-
-
-def _positive_float(cfg: Any, *names: str) -> None:
-    _positive(cfg, *names)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from isl_cli.errors import IslError
+from isl_cli.paths import lock_name
 
 _HELD: dict[Path, tuple[int, int]] = {}  # resolved output -> (fd, hold count)
 _MADE: dict[Path, Path] = {}  # resolved output -> the highest folder its lock had to create
@@ -37,7 +38,7 @@ _MADE: dict[Path, Path] = {}  # resolved output -> the highest folder its lock h
 def lock_path(target: str | os.PathLike) -> Path:
     """Where the lock of `target` (a file or a folder) lives: `.NAME.lock` beside it."""
     target = Path(target)
-    return target.parent / f".{target.name}.lock"
+    return target.parent / lock_name(target.name)
 
 
 def _key(target: Path) -> Path:
@@ -120,18 +121,19 @@ def holding(*targets: str | os.PathLike) -> Iterator[None]:
 
 
 def writes(outputs: Callable[[Any], Iterable[Any]], inputs: Callable[[Any], Iterable[Any]]):
-    """Decorate a stage `fn(job)`: before any work, refuse outputs that are its own inputs, then lock
-    the first output for the whole stage.
+    """Decorate a stage `fn(job)`: before any work, check its files (`artifacts.check_io`: no output is an
+    input, a device or a folder, no input is one of isl's own lock or temporary files), then lock the first
+    output for the whole stage.
 
     `outputs(job)` lists what the stage writes (the main output first), `inputs(job)` what it reads.
     """
-    from isl_cli.artifacts import refuse_overwriting_inputs
+    from isl_cli.artifacts import check_io
 
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(job, *args, **kwargs):
             outs = [Path(p) for p in outputs(job) if p is not None]
-            refuse_overwriting_inputs(outs, inputs(job))
+            check_io(outs, inputs(job))
             with holding(outs[0]):
                 return fn(job, *args, **kwargs)
 

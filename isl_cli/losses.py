@@ -260,7 +260,10 @@ def _score(dis: Discriminator, triplets: list[tuple[Tensor, Tensor, Tensor]]) ->
 
 
 def _bce(probabilities: Tensor, target: float) -> Tensor:
-    return F.binary_cross_entropy(probabilities, torch.full_like(probabilities, target))
+    """Mean BCE; a NaN probability (a diverged network) gives a NaN loss, which stops the stage with one line,
+    instead of binary_cross_entropy's range error. Finite inputs give exactly binary_cross_entropy's value."""
+    finite = probabilities.nan_to_num(0.5)  # (B, 1): no host sync to test for NaN
+    return F.binary_cross_entropy(finite, torch.full_like(finite, target)) + probabilities.sum() * 0.0
 
 
 def _check_logits(logits: Tensor, indices: Tensor) -> None:

@@ -7,15 +7,16 @@ each other down about 5x. Give each process (cores / processes) threads.
 
 from __future__ import annotations
 
-from isl_cli.errors import IslError
+from isl_cli.bounds import Bounds
+
+THREADS_BOUNDS = Bounds(1, 4096, integer=True)
 
 
 def apply_threads(threads: int | None) -> None:
     """torch.set_num_threads(threads); None keeps torch's default (OMP_NUM_THREADS or the core count)."""
     if threads is None:
         return
-    if threads <= 0:
-        raise IslError(f"--threads must be positive, got {threads}")
+    THREADS_BOUNDS.check("--threads", threads)
     import torch
 
     torch.set_num_threads(threads)

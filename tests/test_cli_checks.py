@@ -248,9 +248,13 @@ def test_report_from_another_folder_takes_data(tiny_data, features_file, tmp_pat
     with safe_open(str(features_file), "pt") as handle:
         metadata = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    from isl_cli.digest import META_DIGEST_KEY, metadata_digest
+
     meta = json.loads(metadata["isl.meta"])
     meta["dataset"] = "data/shapes"  # recorded relative to where train-features ran
-    save_file(tensors, str(run_dir / "r0-features.safetensors"), metadata={**metadata, "isl.meta": json.dumps(meta)})
+    metadata = {**metadata, "isl.meta": json.dumps(meta)}
+    metadata[META_DIGEST_KEY] = metadata_digest(metadata)  # a file recorded elsewhere, not a damaged one
+    save_file(tensors, str(run_dir / "r0-features.safetensors"), metadata=metadata)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = run_isl("report", run_dir, "--device", "cpu", cwd=elsewhere)

@@ -9,7 +9,7 @@ PACKAGE = Path(isl_cli.__file__).parent
 
 #: Layers from the bottom up; a module may import its own layer and the ones below.
 LAYERS = [
-    ("foundation", ["isl_cli", "errors", "digest", "threads", "distributed", "device", "precision", "config"]),
+    ("foundation", ["isl_cli", "errors", "bounds", "paths", "digest", "threads", "distributed", "device", "precision", "config"]),
     ("core", ["bank", "neighbors", "losses", "triplets", "mining", "knn", "similarity_pairs", "linear_probe",
               "checks", "models", "data.augment", "data.transforms"]),
     ("files", ["artifacts", "checkpoints", "locks", "backbone_file", "data"]),

@@ -12,7 +12,7 @@ from isl_cli.cli.common import Settings
 
 app = typer.Typer(
     name="isl",
-    cls=commands.IslGroup,
+    cls=commands.IslGroup,  # an option that cannot be parsed is one `isl: error:` line, exit 2; no <bool> metavar
     help="Instance Similarity Learning (ICCV 2021): unsupervised image features, fast and resumable.",
     rich_markup_mode="rich",
     no_args_is_help=True,

@@ -6,8 +6,9 @@ import importlib
 import re
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand
 
+from isl_cli.cli import common
 from isl_cli.cli.common import guarded
 
 # (command name, module under isl_cli.cli, function name, summary, example)
@@ -63,8 +64,9 @@ class IslCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-class IslGroup(TyperGroup):
-    """The root `isl` group: its flags (--version, --debug, the completion ones, --help) show no `<bool>` either."""
+class IslGroup(common.IslGroup):
+    """The root `isl` group: one line for an option that cannot be parsed (`common.IslGroup`), and flags
+    (--version, --debug, the completion ones, --help) that show no `<bool>`, as the commands' do."""
 
     def format_help(self, ctx, formatter) -> None:
         _plain_metavars(self, ctx)

@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own click
+from typer.core import TyperGroup
 
-from isl_cli.config import AMP_HELP, CHANNELS_LAST_HELP, SEED_HELP
+from isl_cli.bounds import Bounds
+from isl_cli.config import AMP_HELP, BATCH_BOUNDS, CHANNELS_LAST_HELP, SEED_BOUNDS, SEED_HELP
 from isl_cli.errors import IslError, StageInterrupted
 
 if TYPE_CHECKING:
@@ -81,6 +84,65 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class IslGroup(TyperGroup):
+    """The root `isl` group: an option that cannot be parsed is one line too, like every other refusal.
+
+    A non-numeric value, an unknown option, a missing argument or a value outside its range (`within`) exits 2
+    with one `isl: error:` line instead of Typer's usage panel; `isl` alone still shows the help.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError:  # Typer's own display of the help
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except IslError as exc:  # a value outside its range, refused while parsing (`within`, `file_path`)
+            if debug_enabled():  # guarded() re-raised it for its traceback
+                raise
+            fail(str(exc))
+            sys.exit(2)
+        except ClickException as exc:
+            fail(usage_line(exc))
+            sys.exit(2)
+        except typer.Abort:
+            sys.stderr.write("Aborted!\n")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc: ClickException) -> str:
+    """Click's message for a usage error, with the command whose --help lists the options."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, UsageError) and ctx is not None:
+        return f"{message} (see `{ctx.command_path} --help`)"
+    return message
+
+
+def within(bounds: Bounds, option: str) -> Callable[[Any], Any]:
+    """An option callback that refuses a typed value outside `bounds` while the command line is parsed."""
+
+    def callback(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            bounds.check_all(option, value)
+        else:
+            bounds.check(option, value)
+        return value
+
+    return callback
+
+
+def file_path(value: str) -> Path:
+    """An --out value: a file name. One ending in '/' names a folder (Path() would silently drop the '/')."""
+    if value.endswith("/") or value.endswith(os.sep):
+        raise IslError(f"--out {value}: ends with '/', so it names a folder; give a file name "
+                       f"(e.g. {value.rstrip('/' + os.sep) or '.'}/out.safetensors)")
+    return Path(value)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM does what Ctrl-C does at this moment: a stage saves and stops, anything else stops."""
     Settings.terminated = True
@@ -123,7 +185,7 @@ RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Data root folder \\[default: $ISL_DATA or data/].", show_default=False),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help=SEED_HELP)]
+SeedOpt = Annotated[int, typer.Option("--seed", help=SEED_HELP, callback=within(SEED_BOUNDS, "--seed"))]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 ThreadsOpt = Annotated[
     int | None,
@@ -142,14 +204,17 @@ RecordedDataOpt = Annotated[
     typer.Option("--data", help="Data set folder \\[default: the one the features checkpoint records].",
                  show_default=False),
 ]
+ROUND_BOUNDS = Bounds(0, 1000, integer=True)
 RoundOpt = Annotated[
-    int | None, typer.Option("--round", help="Round number \\[default: the features' round].", show_default=False),
+    int | None, typer.Option("--round", help="Round number \\[default: the features' round].", show_default=False,
+                             callback=within(ROUND_BOUNDS, "--round")),
 ]
 StagePresetOpt = Annotated[
     str, typer.Option("--preset", help="paper (fp32 unless --amp), quick or cpu (both: --amp auto, --channels-last; see isl run --help)."),
 ]
 # the evaluations: features recomputed in batches, at the precision asked for (no preset)
-EvalBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.")]
+EvalBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size for computing features.",
+                                           callback=within(BATCH_BOUNDS, "--batch-size"))]
 EvalAmpOpt = Annotated[str, typer.Option("--amp", help=AMP_HELP)]
 EvalChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help=CHANNELS_LAST_HELP)]
 

@@ -22,7 +22,9 @@ from isl_cli.cli.common import (
     console,
     emit,
     err_console,
+    within,
 )
+from isl_cli.config import EVAL_K_BOUNDS, SEED_BOUNDS, TEMPERATURE_BOUNDS
 from isl_cli.errors import IslError
 
 Opt = typer.Option
@@ -30,10 +32,10 @@ Opt = typer.Option
 
 def eval_knn(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="A features artifact (from train-features); optional with --baseline and --data.", show_default=False)] = None,
-    k: Annotated[Optional[list[int]], typer.Option("--k", help="Neighbours to vote; repeat for several k in one pass [200].", show_default=False)] = None,
+    k: Annotated[Optional[list[int]], typer.Option("--k", help="Neighbours to vote; repeat for several k in one pass [200].", show_default=False, callback=within(EVAL_K_BOUNDS, "--k"))] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Use fresh features of the un-augmented training images instead of the memory bank.")] = False,
     data: RecordedDataOpt = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="sigma of the vote weights exp(sim/sigma) \\[default: the checkpoint's T].", show_default=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="sigma of the vote weights exp(sim/sigma) \\[default: the checkpoint's T].", show_default=False, callback=within(TEMPERATURE_BOUNDS, "--temperature"))] = None,
     batch_size: EvalBatchOpt = 256,
     amp: EvalAmpOpt = "none",
     channels_last: EvalChannelsLastOpt = False,
@@ -46,7 +48,7 @@ def eval_knn(
     width: Annotated[Optional[float], Opt("--width", help="--baseline random without CHECKPOINT: channel multiplier [1.0].", show_default=False)] = None,
     low_dim: Annotated[Optional[int], Opt("--low-dim", help="--baseline random without CHECKPOINT: feature size D [128].", show_default=False)] = None,
     variant: Annotated[Optional[str], Opt("--variant", help="--baseline random without CHECKPOINT: cifar or imagenet \\[default: from the image size].", show_default=False)] = None,
-    seed: Annotated[Optional[int], Opt("--seed", help="--baseline random: the initialisation's seed, as train-features --seed \\[default: CHECKPOINT's seed, else 0].", show_default=False)] = None,
+    seed: Annotated[Optional[int], Opt("--seed", help="--baseline random: the initialisation's seed, as train-features --seed \\[default: CHECKPOINT's seed, else 0].", show_default=False, callback=within(SEED_BOUNDS, "--seed"))] = None,
 ) -> None:
     """Weighted kNN evaluation (top-1 and top-5) of the test split against the training features: the memory bank
     by default, or recomputed features with --recompute. Several --k are evaluated in one pass.
@@ -57,15 +59,11 @@ def eval_knn(
     isl eval-knn --baseline pixels --data data/shapes;
     isl eval-knn --baseline random --data data/shapes --width 0.25 --low-dim 128.
     """
-    from isl_cli import checks
     from isl_cli.threads import apply_threads
 
     apply_threads(threads)
 
     ks = k or [200]
-    checks.positive_ints("--k", ks)
-    checks.positive_ints("--batch-size", [batch_size])
-    checks.finite_positive("--temperature", temperature)
     if baseline is None:
         from isl_cli.engine.evaluation import evaluate_checkpoint
 
@@ -145,7 +143,7 @@ def _baseline(name: str, checkpoint: Optional[Path], data: Optional[Path], ks: l
     if checkpoint is not None:
         _refuse_random_options(arch=arch, width=width, low_dim=low_dim, variant=variant,
                                why="not with a CHECKPOINT, whose architecture the random baseline takes")
-        spec = BackboneSpec.from_meta(meta.get("backbone", {}))
+        spec = BackboneSpec.from_meta(meta.get("backbone", {}), str(checkpoint))
     else:
         base = override(paper_features(imagenet), arch=arch, width=width, low_dim=low_dim)
         base.validate()

@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from isl_cli.cli.common import DeviceOpt, JsonOpt, RecordedDataOpt, ThreadsOpt, compute_device, console, emit
+from isl_cli.cli.common import (
+    DeviceOpt,
+    EvalBatchOpt,
+    JsonOpt,
+    RecordedDataOpt,
+    ThreadsOpt,
+    compute_device,
+    console,
+    emit,
+    file_path,
+)
 from isl_cli.config import AMP_HELP, CHANNELS_LAST_HELP
 
 Opt = typer.Option
@@ -18,10 +28,10 @@ SUFFIX_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".npy": "npy"}
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A features artifact (from train-features or isl run).", show_default=False)],
     what: Annotated[str, Opt("--what", help="backbone (weights + architecture + normalisation) or embeddings (N x D features of a split).")] = "backbone",
-    out: Annotated[Optional[Path], Opt("--out", help="Output file (required).", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output file (required).", show_default=False, parser=file_path)] = None,
     fmt: Annotated[Optional[str], Opt("--format", help="backbone: safetensors or onnx (needs the onnx extra); embeddings: safetensors or npy (three files: OUT, OUT.labels.npy, OUT.indices.npy) \\[default: from OUT's suffix].", show_default=False)] = None,
     split: Annotated[str, Opt("--split", help="embeddings: train or test (un-augmented images).")] = "test",
-    batch_size: Annotated[int, Opt("--batch-size", help="Batch size for computing embeddings.")] = 256,
+    batch_size: EvalBatchOpt = 256,
     data: RecordedDataOpt = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="Replace an existing output file (never the checkpoint or a data set split it reads).")] = False,
     amp: Annotated[str, Opt("--amp", help="embeddings: " + AMP_HELP)] = "none",
@@ -37,7 +47,7 @@ def export(
     The format follows OUT's suffix (.safetensors, .onnx, .npy); any other suffix needs --format. An existing OUT
     is replaced only with --overwrite, and never when it is the checkpoint or a data set split being read.
     """
-    from isl_cli.artifacts import refuse_existing, refuse_overwriting_inputs
+    from isl_cli.artifacts import check_io, refuse_existing
     from isl_cli.engine.features_file import features_inputs
     from isl_cli.engine.export import export_backbone, export_embeddings, npy_paths
     from isl_cli.errors import IslError
@@ -50,7 +60,6 @@ def export(
 
     if out is None:
         raise IslError("--out is required: where to write the export")
-    checks.positive_ints("--batch-size", [batch_size])
     checks.writable_folder(out)
     if what not in ("backbone", "embeddings"):
         raise IslError(f"--what must be backbone or embeddings, got {what!r}")
@@ -60,7 +69,7 @@ def export(
             raise IslError(f"--out {out}: unknown suffix {out.suffix or '(none)'!r}; name it .safetensors, .onnx or "
                            ".npy, or choose the format with --format")
     outputs = list(npy_paths(out).values()) if fmt == "npy" else [out]
-    refuse_overwriting_inputs(outputs, features_inputs(checkpoint, data))
+    check_io(outputs, features_inputs(checkpoint, data))
     for path in outputs:
         refuse_existing(path, overwrite)
     with holding(out):

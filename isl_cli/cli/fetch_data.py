@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from isl_cli.cli.common import RootOpt, ThreadsOpt, console, default_root, err_console, field_table
+from isl_cli.cli.common import RootOpt, ThreadsOpt, console, default_root, err_console, field_table, within
+from isl_cli.config import SEED_BOUNDS
 from isl_cli.errors import IslError
 
 NAMES = "shapes, cifar10, cifar100, svhn, mnist, fashion-mnist, imagefolder, imagenet"
@@ -27,8 +28,8 @@ def fetch_data(
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option("--size", help="Resize to SIZE x SIZE (imagefolder: shorter side to SIZE, then centre crop).",
-                     show_default=False),
+        typer.Option("--size", help="Resize to SIZE x SIZE, 8 to 4096 (imagefolder: shorter side to SIZE, then "
+                     "centre crop).", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-create even if a valid data set exists.")] = False,
     num_train: Annotated[
@@ -39,7 +40,8 @@ def fetch_data(
         int | None, typer.Option("--num-test", help="shapes only: test images \\[default: 1000].", show_default=False)
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="shapes only: generator seed \\[default: 0].", show_default=False)
+        int | None, typer.Option("--seed", help="shapes only: generator seed \\[default: 0].", show_default=False,
+                                 callback=within(SEED_BOUNDS, "--seed"))
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     threads: ThreadsOpt = None,
@@ -66,7 +68,11 @@ def fetch_data(
         if given:
             raise IslError(f"{', '.join(given)}: only for shapes")
     from isl_cli import checks  # noqa: PLC0415
+    from isl_cli.data.sources.fetch import NUM_IMAGES_BOUNDS, SIZE_BOUNDS  # noqa: PLC0415
 
+    SIZE_BOUNDS.check("--size", size)  # the ranges before the memory they imply
+    NUM_IMAGES_BOUNDS.check("--num-train", num_train)
+    NUM_IMAGES_BOUNDS.check("--num-test", num_test)
     data_root = root or default_root()
     if name == "shapes":
         side = size or 32

@@ -16,13 +16,14 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="An isl artifact (.safetensors).", show_default=False)],
     as_json: JsonOpt = False,
 ) -> None:
-    """Describe an artifact: kind, tensors (name, shape, dtype), metadata and config.
-
-    Only the header is read, so this is instant even for a 1 GB memory bank.
+    """Describe an artifact: kind, tensors (name, shape, dtype), metadata and config, and check both its digests
+    (metadata and tensors, read one tensor at a time): a file that fails one is still shown, then refused with one
+    line (exit 2).
     """
-    from isl_cli.artifacts import dtype_name, read_header
+    from isl_cli.artifacts import dtype_name, read_header, refuse_corrupt, verify_file
 
-    header = read_header(file)
+    header = read_header(file, verify=False)  # shown even when corrupt; the digests are checked below
+    verified = verify_file(file)
     tensors = [
         {"name": t.name, "shape": list(t.shape), "dtype": dtype_name(t.dtype)}
         for t in sorted(header.tensors.values(), key=lambda t: t.name)
@@ -38,8 +39,11 @@ def inspect(
             "meta": header.meta,
             "config": header.config,
             "digest": header.raw_metadata.get("isl.digest"),
+            "meta_digest": header.raw_metadata.get("isl.meta_digest"),
+            "verified": verified,
         }
         emit(json.dumps(record, indent=2, sort_keys=True))
+        refuse_corrupt(header.path, verified)
         return
 
     summary = field_table(f"{header.path}")
@@ -47,7 +51,10 @@ def inspect(
     summary.add_row("schema", str(header.schema))
     summary.add_row("written by", f"isl {header.version}")
     summary.add_row("fingerprint", header.fingerprint or "(none)")
-    summary.add_row("digest", header.raw_metadata.get("isl.digest", "(none: written before isl recorded digests)"))
+    summary.add_row("digest", _digest_row(header.raw_metadata.get("isl.digest"), verified["tensors"],
+                                          "written before isl recorded digests"))
+    summary.add_row("meta digest", _digest_row(header.raw_metadata.get("isl.meta_digest"), verified["metadata"],
+                                               "written before isl covered the metadata"))
     for key, value in sorted(header.meta.items()):
         summary.add_row(f"meta.{key}", _short(value))
     console.print(summary)
@@ -71,6 +78,13 @@ def inspect(
         for key, value in sorted(header.config.items()):
             config.add_row(key, _short(value))
         console.print(config)
+    refuse_corrupt(header.path, verified)  # after the description: one line, exit 2
+
+
+def _digest_row(stored: str | None, ok: bool | None, why_none: str) -> str:
+    if stored is None:
+        return f"(none: {why_none})"
+    return f"{stored} ({'verified' if ok else 'DOES NOT MATCH: corrupt'})"
 
 
 def _mining_table(stats: dict) -> None:

@@ -18,6 +18,7 @@ from isl_cli.cli.common import (
     ThreadsOpt,
     compute_device,
     console,
+    file_path,
     field_table,
     require_features,
     resume_command,
@@ -37,7 +38,7 @@ def mine_neighbors(
     data: RecordedDataOpt = None,
     gan: Annotated[Optional[Path], Opt("--gan", help="GAN trained on these features \\[default: FEATURES with 'features' -> 'gan']; not with --miner similarity.", show_default=False)] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Graph to grow \\[default: the one the features were trained with]. Never modified.", show_default=False)] = None,
-    out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="New neighbors file, old edges plus new \\[default: FEATURES with 'features' -> 'neighbors'].", show_default=False, parser=file_path)] = None,
     preset: StagePresetOpt = "paper",
     amp: StageAmpOpt = None,
     channels_last: StageChannelsLastOpt = False,
@@ -76,11 +77,15 @@ def mine_neighbors(
     apply_threads(threads)
 
     features = require_features(features)
-    imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
+    header = read_header(features, "features")
+    imagenet = header.meta.get("backbone", {}).get("variant") == "imagenet"
     preset_features, _, base = preset_configs(preset, imagenet)
     config = override(base, **changes)
     config.validate()
     checks.training_batch(config.batch_size, batch_norm=False)
+    torch_device = compute_device(device)
+    bank = header.tensors.get("bank.memory")
+    checks.draws_fit(config.batch_size, config.num_draws, bank.shape[0] if bank is not None else None, torch_device)
     out = out or sibling(features, "neighbors")
     checks.writable_folder(out)
     if config.miner == "none":
@@ -90,7 +95,7 @@ def mine_neighbors(
     if config.miner == "gan":
         gan = gan or sibling(features, "gan")
     job = MineJob(config=config, features=features, gan=gan,
-                  out=out, device=compute_device(device), neighbors=neighbors,
+                  out=out, device=torch_device, neighbors=neighbors,
                   data_dir=data, round_index=round_index, overwrite=overwrite, progress=not quiet, resume=resume,
                   resume_command=resume_command("mine-neighbors"),
                   amp=amp or preset_features.amp, channels_last=channels_last or preset_features.channels_last)

@@ -23,6 +23,7 @@ from isl_cli.cli.options import run_options
 from isl_cli import checks
 from isl_cli.config import PRESET_ROUNDS, FeaturesConfig, GanConfig, MineConfig, RunConfig, override, preset_configs
 from isl_cli.errors import IslError
+from isl_cli.threads import THREADS_BOUNDS
 
 Opt = typer.Option
 
@@ -35,7 +36,7 @@ def run(
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
     source: Annotated[Optional[Path], Opt("--source", help="Local files for fetch-data when the data set is not prepared yet.")] = None,
-    data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder \\[default: ROOT/DATASET].", show_default=False)] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="A prepared data set folder (from fetch-data) \\[default: ROOT/DATASET, fetched first when needed].", show_default=False)] = None,
     start_from: Annotated[Optional[Path], Opt("--start-from", help="A finished round-0 features file (made with this run's options) to adopt instead of training round 0, so that runs with different --miner compare from one round 0 (benchmarks/isl_vs_control.py).", show_default=False)] = None,
     k: Annotated[Optional[list[int]], Opt("--k", help="k of the final kNN evaluation; repeatable [200].", show_default=False)] = None,
     changes: dict[type, dict[str, Any]] = None,  # every stage's options (class -> field -> value): cli/options.py
@@ -70,8 +71,14 @@ def run(
                            features=override(features, **changes[FeaturesConfig]),
                            gan=override(gan, **changes[GanConfig]), mine=override(mine, **changes[MineConfig]),
                            eval_ks=tuple(k or [200]))
-        # every stage's options, before any data is read or any folder is made
-        checks.run_options(config, imagenet=imagenet, device=device, run_dir=run_dir, machine=machine)
+        # every stage's options, before any data is read or any folder is made (with the machine: the data's size)
+        num_images = None
+        if machine:
+            from isl_cli.data.store import train_size
+
+            num_images = train_size(data_dir)
+        checks.run_options(config, imagenet=imagenet, device=device, run_dir=run_dir, machine=machine,
+                           num_images=num_images, data_dir=data_dir)
         return config
 
     prepared = (data_dir / "train.safetensors").exists()
@@ -83,8 +90,12 @@ def run(
     if linear_probe and no_linear_probe:
         raise IslError("--linear-probe and --no-linear-probe contradict each other; give one")
     _refuse_gan_options_without_gan(changes)
-    checks.finite_positive("--threads", threads)
+    THREADS_BOUNDS.check("--threads", threads)
     configs(imagenet, machine=False)  # the options alone first, before torch is even imported: a typo exits at once
+    if data is not None:  # a folder the user named must already hold a data set (never fetched under another name)
+        from isl_cli.data.store import check_dataset_folder
+
+        check_dataset_folder(data, "--data")
 
     from isl_cli.engine.schedule import RunJob, run_schedule
     from isl_cli.locks import acquire
@@ -100,8 +111,7 @@ def run(
 
         data_dir = prepare_dataset(dataset, data_root, source=source, folder_name=data_dir.name,
                                    progress=not quiet, allow_download=False)
-        if dataset_is_imagenet(data_dir, variant) != imagenet:
-            config = configs(not imagenet, torch_device)
+        config = configs(dataset_is_imagenet(data_dir, variant), torch_device)  # now with the data's size
     if start_from is not None:
         from isl_cli.engine.round0 import check_round0
 

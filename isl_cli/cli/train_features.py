@@ -12,12 +12,15 @@ from isl_cli.cli.common import (
     OverwriteOpt,
     QuietOpt,
     RootOpt,
+    ROUND_BOUNDS,
     ThreadsOpt,
     compute_device,
     console,
     dataset_is_imagenet,
     default_root,
+    file_path,
     resume_command,
+    within,
 )
 from isl_cli.cli.options import stage_options
 from isl_cli import checks
@@ -32,10 +35,10 @@ def train_features(
     root: RootOpt = None,
     init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's features: backbone, bank, optimiser and scheduler carry over. --lr, --momentum, --weight-decay, --lr-factor and --lr-patience, when given, are applied over the restored state (and logged); the others keep it.")] = None,
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbours artifact from mine-neighbors (or made by hand). None = round 0, plain instance discrimination.")] = None,
-    out: Annotated[Optional[Path], Opt("--out", help="Output features file \\[default: runs/DATASET/rR-features.safetensors].", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output features file \\[default: runs/DATASET/rR-features.safetensors].", show_default=False, parser=file_path)] = None,
     preset: Annotated[str, Opt("--preset", help="paper (the reference's settings, fp32 unless --amp) or quick (small width, few epochs, and the fast path: --amp auto and --channels-last; for a CPU).")] = "paper",
     changes: dict[str, Any] = None,  # every FeaturesConfig option (field -> typed value or None): cli/options.py
-    round_index: Annotated[Optional[int], Opt("--round", help="Round number to record \\[default: neighbours' round + 1, else 0].", show_default=False)] = None,
+    round_index: Annotated[Optional[int], Opt("--round", help="Round number to record \\[default: neighbours' round + 1, else 0].", show_default=False, callback=within(ROUND_BOUNDS, "--round"))] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue an interrupted run of this stage from its checkpoint (OUT.partial.safetensors).")] = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
@@ -51,6 +54,7 @@ def train_features(
     Checkpoints after every epoch; Ctrl-C saves mid-epoch and prints the command that resumes. One JSON line per
     epoch goes to OUT.metrics.jsonl.
     """
+    from isl_cli.data.store import train_size
     from isl_cli.engine.features import FeaturesJob, train_features as run_stage
     from isl_cli.threads import apply_threads
 
@@ -62,7 +66,10 @@ def train_features(
     base, _, _ = preset_configs(preset, imagenet)
     config = override(base, **changes)
     torch_device = compute_device(device)
-    checks.features_options(config, imagenet=imagenet, device=torch_device)
+    num_images = train_size(data_dir)  # None: not prepared (the stage says so)
+    checks.features_options(config, imagenet=imagenet, device=torch_device, num_images=num_images)
+    if num_images is not None:
+        checks.training_set(num_images, config.val_split, where=str(data_dir))
     if out is None:
         round_guess = round_index if round_index is not None else _round_of(neighbors)
         out = Path("runs") / data_dir.name / f"r{round_guess}-features.safetensors"

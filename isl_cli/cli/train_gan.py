@@ -18,6 +18,7 @@ from isl_cli.cli.common import (
     ThreadsOpt,
     compute_device,
     console,
+    file_path,
     require_features,
     resume_command,
     sibling,
@@ -35,7 +36,7 @@ def train_gan(
     neighbors: Annotated[Optional[Path], Opt("--neighbors", help="Neighbour sets the negatives avoid \\[default: the graph the features were trained with].", show_default=False)] = None,
     data: RecordedDataOpt = None,
     init: Annotated[Optional[Path], Opt("--init", help="Continue from a previous round's GAN (weights and Adam states), as the paper's code does; a --lr given is applied over the restored Adam state.")] = None,
-    out: Annotated[Optional[Path], Opt("--out", help="Output gan file \\[default: FEATURES with 'features' -> 'gan'].", show_default=False)] = None,
+    out: Annotated[Optional[Path], Opt("--out", help="Output gan file \\[default: FEATURES with 'features' -> 'gan'].", show_default=False, parser=file_path)] = None,
     preset: StagePresetOpt = "paper",
     amp: StageAmpOpt = None,
     channels_last: StageChannelsLastOpt = False,
@@ -62,15 +63,19 @@ def train_gan(
     apply_threads(threads)
 
     features = require_features(features)
-    imagenet = read_header(features, "features").meta.get("backbone", {}).get("variant") == "imagenet"
+    header = read_header(features, "features")
+    imagenet = header.meta.get("backbone", {}).get("variant") == "imagenet"
     preset_features, base, _ = preset_configs(preset, imagenet)
     config = override(base, **changes)
     config.validate()
     checks.training_batch(config.batch_size, batch_norm=False)
+    torch_device = compute_device(device)
+    bank = header.tensors.get("bank.memory")
+    checks.draws_fit(config.batch_size, config.num_draws, bank.shape[0] if bank is not None else None, torch_device)
     out = out or sibling(features, "gan")
     checks.writable_folder(out)
     job = GanJob(config=config, features=features, out=out,
-                 device=compute_device(device), init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
+                 device=torch_device, init=init, neighbors=neighbors, resume=resume, overwrite=overwrite,
                  data_dir=data, round_index=round_index, progress=not quiet, resume_command=resume_command("train-gan"),
                  given=given_fields(**changes), amp=amp or preset_features.amp,
                  channels_last=channels_last or preset_features.channels_last)

@@ -10,6 +10,7 @@ Both splits carry the same fingerprint: a hash of both splits' content.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,14 @@ from typing import Any
 import torch
 
 from isl_cli.artifacts import (
+    ArtifactWrite,
     Expect,
     fingerprint_tensors,
     read_artifact,
     read_header,
     strings_to_tensors,
     tensors_to_strings,
-    write_artifact,
+    write_artifacts,
 )
 from isl_cli.errors import IslError
 
@@ -106,9 +108,11 @@ def split_path(dataset_dir: Path, split: str) -> Path:
 
 
 def save_dataset(dataset_dir: str | Path, train: Split, test: Split, config: dict[str, Any] | None = None) -> str:
-    """Write both splits atomically (test first, then train); returns the fingerprint."""
+    """Write both splits as one atomic write (neither is renamed into place unless both were written whole, so a
+    full disk never leaves one split without the other); returns the fingerprint."""
     dataset_dir = Path(dataset_dir)
     fingerprint = dataset_fingerprint(train, test)
+    writes = []
     for split in (test, train):
         tensors: dict[str, torch.Tensor] = {"labels": split.labels.to(torch.int64)}
         if split.images is not None:
@@ -126,8 +130,9 @@ def save_dataset(dataset_dir: str | Path, train: Split, test: Split, config: dic
             "labelled": split.labelled,
             "info": split.info,
         }
-        write_artifact(split_path(dataset_dir, split.split), "dataset", tensors,
-                       fingerprint=fingerprint, config=config or {}, meta=meta)
+        writes.append(ArtifactWrite(split_path(dataset_dir, split.split), "dataset", tensors,
+                                    fingerprint=fingerprint, config=config or {}, meta=meta))
+    write_artifacts(writes)
     return fingerprint
 
 
@@ -152,6 +157,7 @@ def load_split(dataset_dir: str | Path, split: str = "train", fingerprint: str |
     art = read_artifact(path, "dataset", fingerprint=fingerprint, expect=expect)
     meta = art.meta
     classes = list(meta.get("classes", []))
+    _check_contents(path, split, art["labels"], classes)
     common = dict(
         labels=art["labels"],
         classes=classes,
@@ -167,6 +173,47 @@ def load_split(dataset_dir: str | Path, split: str = "train", fingerprint: str |
         paths = tensors_to_strings(art["path_bytes"], offsets)
         return Split(paths=paths, image_root=meta.get("image_root"), **common)
     return Split(images=art["images"], **common)
+
+
+def _check_contents(path: Path, split: str, labels: torch.Tensor, classes: list[str]) -> None:
+    """A training split with images, and every label -1 (unknown) or an index into the class list."""
+    if split == "train" and len(labels) == 0:
+        raise IslError(f"{path}: holds no images; nothing can be trained or compared with it "
+                       "(re-create the data set from a source with images)")
+    if len(labels) and (int(labels.min()) < -1 or int(labels.max()) >= len(classes)):
+        bad = int(labels.min()) if int(labels.min()) < -1 else int(labels.max())
+        known = f"0..{len(classes) - 1}" if classes else "none: the class list is empty"
+        raise IslError(f"{path}: label {bad} is outside the class list (labels {known}; -1 = unknown)")
+
+
+def check_dataset_folder(dataset_dir: str | Path, option: str = "--data") -> None:
+    """Refuse a path that is not a prepared data set folder, with one line saying what it is instead."""
+    path = Path(dataset_dir)
+    where = f"{option} {path}"
+    if not os.path.lexists(path):
+        raise IslError(f"{where}: no such folder; prepare the data set with `isl fetch-data`")
+    try:
+        path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise IslError(f"{where}: is a symbolic link that leads nowhere (dangling, or a loop)") from None
+    if not path.is_dir():
+        raise IslError(f"{where}: is not a folder (a data set is a folder holding train.safetensors and "
+                       "test.safetensors, written by `isl fetch-data`)")
+    missing = [f"{name}.safetensors" for name in SPLITS if not split_path(path, name).is_file()]
+    if missing:
+        raise IslError(f"{where}: is not a data set folder (no {' or '.join(missing)}); prepare one with "
+                       "`isl fetch-data`")
+    for name in SPLITS:
+        read_header(split_path(path, name), "dataset")
+
+
+def train_size(dataset_dir: str | Path) -> int | None:
+    """Images in a data set's training split, from its header (None when the split is not there yet)."""
+    path = split_path(Path(dataset_dir), "train")
+    if not path.is_file():
+        return None
+    labels = read_header(path, "dataset").tensors.get("labels")
+    return None if labels is None or len(labels.shape) != 1 else labels.shape[0]
 
 
 def dataset_header(dataset_dir: str | Path, split: str = "train"):

@@ -94,9 +94,12 @@ def export_embeddings(checkpoint: Path, out: Path, split_name: str, fmt: str, de
 
 
 def npy_paths(out: Path) -> dict[str, Path]:
-    """`emb.npy` -> features in emb.npy, labels in emb.labels.npy, indices in emb.indices.npy."""
+    """`emb.npy` -> features in emb.npy, labels in emb.labels.npy, indices in emb.indices.npy.
+
+    The features go to OUT exactly as named (`--format npy --out e.bin` writes e.bin, e.bin.labels.npy, ...).
+    """
     stem = out.name[:-4] if out.name.endswith(".npy") else out.name
-    return {"features": out.with_name(f"{stem}.npy"), "labels": out.with_name(f"{stem}.labels.npy"),
+    return {"features": out, "labels": out.with_name(f"{stem}.labels.npy"),
             "indices": out.with_name(f"{stem}.indices.npy")}
 
 

@@ -26,7 +26,7 @@ import torch
 
 from isl_cli import distributed
 from isl_cli.artifacts import atomic_write_bytes
-from isl_cli.checks import val_split_leaves_keys
+from isl_cli.checks import training_set
 from isl_cli.checkpoints import features_header, metrics_path, partial_path
 from isl_cli.config import FeaturesConfig
 from isl_cli.engine import features_state
@@ -99,7 +99,7 @@ class FeaturesStage(Stage[FeaturesState]):
         self.job = job
         resolve(job.config.amp, job.config.channels_last, job.device)  # refuses a bad --amp before any work
         self.train, self.test, self.fingerprint = load_train_test(job.data_dir)
-        val_split_leaves_keys(job.config.val_split, len(self.train))
+        training_set(len(self.train), job.config.val_split, where=str(job.data_dir))
 
     # ---- build
 

@@ -11,7 +11,7 @@ from isl_cli.artifacts import Artifact, read_header
 from isl_cli.checkpoints import load_features, load_neighbors
 from isl_cli.data.store import Split, dataset_header, load_split, split_path
 from isl_cli.errors import IslError
-from isl_cli.models.spec import BackboneSpec, load_module
+from isl_cli.models.spec import BackboneSpec, check_weights, load_module
 
 
 @dataclass
@@ -42,7 +42,8 @@ def open_features(path: Path, device: torch.device, data_dir: Path | None = None
                        f"(fingerprint {header.fingerprint} vs {train_header.fingerprint})")
     art = load_features(path, fingerprint=train_header.fingerprint,
                         num_images=int(train_header.meta.get("num_images", 0)) or None, device=device)
-    spec = BackboneSpec.from_meta(art.meta["backbone"])
+    spec = BackboneSpec.from_meta(art.meta["backbone"], str(path))
+    check_weights(spec, art.with_prefix("backbone."), str(path))
     model = spec.build(device)
     load_module(model, art.with_prefix("backbone."), str(path))
     model.eval()

@@ -31,7 +31,7 @@ from isl_cli.engine.state import (
     scheduler_state,
 )
 from isl_cli.errors import IslError
-from isl_cli.models.spec import BackboneSpec, load_module, resolve_spec
+from isl_cli.models.spec import BackboneSpec, check_weights, load_module, resolve_spec
 from isl_cli.neighbors import NeighborGraph
 from isl_cli.precision import FP32, Precision, resolve
 
@@ -75,7 +75,8 @@ def fresh(job: Any, train: Split, fingerprint: str) -> FeaturesState:
     init = None
     if job.init is not None:
         init = load_features(job.init, fingerprint=fingerprint, num_images=n, device=device)
-        spec = BackboneSpec.from_meta(init.meta["backbone"])
+        spec = BackboneSpec.from_meta(init.meta["backbone"], str(job.init))
+        check_weights(spec, init.with_prefix("backbone."), str(job.init))
         origin["init_id"] = init.meta.get("features_id")
     else:
         spec = resolve_spec(cfg.arch, cfg.width, cfg.low_dim, job.variant, dataset_header(job.data_dir).meta)
@@ -121,7 +122,8 @@ def restore(path: Path, train: Split, fingerprint: str, device: torch.device) ->
     """The state a features checkpoint holds, ready to continue."""
     art = load_features(path, fingerprint=fingerprint, num_images=len(train), device=device)
     cfg = from_dict(FeaturesConfig, art.config).validate()
-    spec = BackboneSpec.from_meta(art.meta["backbone"])
+    spec = BackboneSpec.from_meta(art.meta["backbone"], str(path))
+    check_weights(spec, art.with_prefix("backbone."), str(path))
     model = spec.build(device)
     load_module(model, art.with_prefix("backbone."), str(path))
     bank = MemoryBank(len(train), spec.low_dim, momentum=cfg.bank_momentum, device=device)

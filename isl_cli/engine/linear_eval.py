@@ -92,7 +92,7 @@ def open_backbone(path: Path, device: torch.device, data_dir: Path | None) -> Fr
         raise IslError(f"{path}: an exported backbone does not say which data set to probe; pass --data DIR")
     model, info = load_backbone(path, device)
     config = read_header(path).config
-    return FrozenBackbone(model, BackboneSpec.from_meta(info), kind, Path(data_dir),
+    return FrozenBackbone(model, BackboneSpec.from_meta(info, str(path)), kind, Path(data_dir),
                           int(config.get("num_workers", 0)) if isinstance(config, dict) else 0)
 
 

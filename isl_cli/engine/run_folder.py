@@ -31,13 +31,14 @@ def claim_run_dir(run_dir: Path, config: RunConfig, data_dir: Path, overwrite: b
     record = {"config": to_dict(config), "data_dir": str(data_dir)}
     if start_from is not None:
         record["start_from"] = str(Path(start_from).resolve())
+    record = json.loads(json.dumps(record))  # as JSON reads it back
     path = run_dir / CONFIG_FILE
     if path.exists():
         try:
             existing = json.loads(path.read_text())
         except ValueError:
             existing = None
-        if existing != json.loads(json.dumps(record)):
+        if existing != record:
             if not overwrite:
                 diff = _config_diff(existing, record)
                 raise IslError(f"{run_dir} holds a run with a different config ({diff}); use another --run-dir, "

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from isl_cli import locks
-from isl_cli.artifacts import read_header, refuse_overwriting_inputs
+from isl_cli.artifacts import check_io, read_header
+from isl_cli.bounds import Bounds
 from isl_cli.data.sources import registry
 from isl_cli.data.sources.cifar import read_cifar_archive
 from isl_cli.data.sources.convert import resize_images
@@ -37,7 +38,8 @@ from isl_cli.data.sources.svhn import read_svhn
 from isl_cli.data.store import Split, save_dataset, split_path
 from isl_cli.errors import IslError
 
-MIN_SIZE = 8
+SIZE_BOUNDS = Bounds(8, 4096, integer=True)  # --size: the side images are resized to
+NUM_IMAGES_BOUNDS = Bounds(1, 2**31 - 1, integer=True)  # shapes' --num-train / --num-test (and the memory check)
 
 
 @dataclass
@@ -127,7 +129,7 @@ def fetch_dataset(
     dataset_dir = root / folder
 
     outputs = [split_path(dataset_dir, "train"), split_path(dataset_dir, "test")]
-    refuse_overwriting_inputs(outputs, [source_path] if source_path is not None and source_path.is_file() else [])
+    check_io(outputs, [source_path] if source_path is not None and source_path.is_file() else [])
     with locks.holding(dataset_dir):  # one writer per data set folder, taken before any work
         if not force:
             existing = _existing(dataset_dir, identity, console)
@@ -178,12 +180,12 @@ def _check_folder(folder: str) -> str:
 
 def _check_options(info: registry.DatasetInfo, source: str | Path | None, size: int | None,
                    num_train: int, num_test: int) -> Path | None:
-    if size is not None and size < MIN_SIZE:
-        raise IslError(f"--size {size}: must be at least {MIN_SIZE}")
+    SIZE_BOUNDS.check("--size", size)
     if info.name == "imagenet" and size is not None:
         raise IslError("imagenet stays as image files (resized when read); --size does not apply")
-    if info.name == "shapes" and (num_train < 1 or num_test < 1):
-        raise IslError(f"shapes needs --num-train and --num-test of at least 1 (got {num_train}, {num_test})")
+    if info.name == "shapes":
+        NUM_IMAGES_BOUNDS.check("--num-train", num_train)
+        NUM_IMAGES_BOUNDS.check("--num-test", num_test)
     if source is None:
         if info.needs_source:
             hint = "no download exists for ImageNet; " if info.name == "imagenet" else ""
