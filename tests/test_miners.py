@@ -168,7 +168,7 @@ def test_gan_round_0_trains_at_least_min_steps(features, tmp_path, cli):
     meta = read_header(out).meta
     assert meta["epochs"] >= 15 and "at least 90 steps" in result.output
     assert_error_line(cli("train-gan", "--features", features, "--out", tmp_path / "x.safetensors",
-                          "--min-steps", "-1"), "--min-steps must not be negative")
+                          "--min-steps", "-1"), "--min-steps must be an integer from 0 to 1000000000, got -1")
 
 
 def test_exact_quota_check_adds_just_what_the_quota_needs(features, gan, tmp_path, cli):
