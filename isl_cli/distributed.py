@@ -126,28 +126,26 @@ def all_gather_with_offset(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (in place on a copy); identity for one process."""
-    if not _CONTEXT.enabled:
-        return tensor
-    out = tensor.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return _all_reduce(tensor, dist.ReduceOp.SUM if _CONTEXT.enabled else None)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on any (e.g. a Ctrl-C seen by one rank)."""
     if not _CONTEXT.enabled:
         return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return bool(all_reduce_max(torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)).item())
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Maximum over ranks (on a copy); identity for one process."""
+    return _all_reduce(tensor, dist.ReduceOp.MAX if _CONTEXT.enabled else None)
+
+
+def _all_reduce(tensor: torch.Tensor, op) -> torch.Tensor:
     if not _CONTEXT.enabled:
         return tensor
     out = tensor.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    dist.all_reduce(out, op=op)
     return out
 
 

@@ -76,3 +76,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def features(tiny_data, tmp_path_factory) -> Path:
+    """A round-0 features file of 2 tiny epochs (one per test module that asks for it)."""
+    out = tmp_path_factory.mktemp("features") / "r0-features.safetensors"
+    result = run_isl("train-features", "--data", tiny_data, "--out", out, *TINY, "--epochs", "2", "--eval-k", "20")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def gan(features) -> Path:
+    """A GAN of 3 fixed epochs trained on `features`."""
+    out = features.with_name("r0-gan.safetensors")
+    result = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    return out

@@ -14,22 +14,6 @@ from conftest import GAN_FAST, TINY, TINY_GAN, assert_error_line, run_isl, spawn
 from isl_cli.artifacts import read_header, write_artifact
 
 
-@pytest.fixture(scope="module")
-def features(tiny_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gm") / "r0-features.safetensors"
-    result = run_isl("train-features", "--data", tiny_data, "--out", out, *TINY, "--epochs", "2", "--eval-k", "20")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def gan(features) -> Path:
-    out = features.with_name("r0-gan.safetensors")
-    result = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
 def test_gan_artifact_holds_networks_losses_and_reason(gan, features):
     header = read_header(gan, "gan")
     meta = header.meta

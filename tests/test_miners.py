@@ -9,27 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import GAN_FAST, TINY, TINY_GAN, assert_error_line, run_isl
+from conftest import TINY_GAN, assert_error_line
 from isl_cli.artifacts import read_header, write_artifact
 from isl_cli.mining import quota
 
 import oracles
-
-
-@pytest.fixture(scope="module")
-def features(tiny_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("miners") / "r0-features.safetensors"
-    result = run_isl("train-features", "--data", tiny_data, "--out", out, *TINY, "--epochs", "2", "--eval-k", "20")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def gan(features) -> Path:
-    out = features.with_name("r0-gan.safetensors")
-    result = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "2")
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def _pairs(path: Path) -> set[tuple[int, int]]:
