@@ -94,3 +94,14 @@ def gan(features) -> Path:
     result = run_isl("train-gan", "--features", features, "--out", out, *TINY_GAN, *GAN_FAST, "--epochs", "3")
     assert result.returncode == 0, result.stderr
     return out
+
+
+def invoke_ok(*args):
+    """`isl ...` in-process; asserts exit 0 and returns the typer Result."""
+    from typer.testing import CliRunner
+
+    from isl_cli.cli.app import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result

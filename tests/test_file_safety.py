@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from conftest import TINY, TINY_GAN, assert_error_line, spawn_isl
+from conftest import TINY, TINY_GAN, assert_error_line, invoke_ok, spawn_isl
 from isl_cli import artifacts
 from isl_cli.artifacts import read_artifact, read_header, write_artifact
 from isl_cli.checkpoints import save_neighbors
@@ -30,15 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def made(tiny_data, tmp_path_factory) -> dict[str, Path]:
     """One artifact of every kind, each made by its own writer (the CLI's, in-process)."""
-    from typer.testing import CliRunner
-
-    from isl_cli.cli.app import app
-
-    def cli(*args):
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == 0, result.output
-        return result
-
+    cli = invoke_ok
     folder = tmp_path_factory.mktemp("safety")
     data = folder / "data" / "shapes"
     cli("fetch-data", "shapes", "--root", folder / "data", "--num-train", "40", "--num-test", "20", "--quiet")

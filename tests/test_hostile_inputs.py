@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TINY, TINY_GAN, assert_error_line
+from conftest import TINY, TINY_GAN, assert_error_line, invoke_ok
 from isl_cli.artifacts import read_header
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,15 +26,7 @@ META_DIGEST_KEY = "isl.meta_digest"
 @pytest.fixture(scope="module")
 def made(tiny_data, tmp_path_factory) -> dict[str, Path]:
     """A features file and a GAN trained on it (tiny, in-process)."""
-    from typer.testing import CliRunner
-
-    from isl_cli.cli.app import app
-
-    def cli(*args):
-        result = CliRunner().invoke(app, [str(a) for a in args])
-        assert result.exit_code == 0, result.output
-        return result
-
+    cli = invoke_ok
     folder = tmp_path_factory.mktemp("hostile")
     paths = {"features": folder / "r0-features.safetensors", "gan": folder / "r0-gan.safetensors"}
     cli("train-features", "--data", tiny_data, "--out", paths["features"], *TINY, "--epochs", "1", "--eval-k", "5")
