@@ -12,15 +12,13 @@ only the proposals, in order, that the quota still needs); with
 `stop_after_empty` N, N passes in a row that add nothing end the round. What each test rejected is
 counted (`mining.propose_pairs`' tally) and kept in the artifact's stats.
 
-`--miner similarity` (the AND-style rival): one pass, no GAN, no data: the
-most similar pairs i < j of the bank that are not yet neighbours join the
-graph, as many as the quota needs.
+`--miner similarity` (the AND-style rival): in one pass, as many of the bank's
+most similar non-neighbour pairs as the quota needs.
 
-A pass is the runner's epoch (`engine/loop.py`): after each pass that is not
-the last, the graph so far is saved to OUT.partial.safetensors, and a resumed
-run continues at the next pass. Every pass draws from generators seeded by
-(seed, round, pass, batch), so a resumed run ends bit for bit where an
-uninterrupted one ends.
+A pass is the runner's epoch (`engine/loop.py`), saved to
+OUT.partial.safetensors; a resumed run continues at the next pass and, every
+draw being seeded by (seed, round, pass, batch), ends bit for bit as an
+uninterrupted one.
 """
 
 from __future__ import annotations

@@ -14,32 +14,16 @@ embedding.png   a 2-D t-SNE map of the final round's test embeddings, coloured b
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from isl_cli.artifacts import atomic_write_bytes, read_header
+from isl_cli.artifacts import read_header
+from isl_cli.engine.figures import pyplot, save
+from isl_cli.engine.retrieval_figure import retrieval_figure
 from isl_cli.errors import IslError
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _stage_files(run_dir: Path, stage: str) -> list[tuple[int, Path]]:
@@ -75,7 +59,7 @@ def write_report(run_dir: Path, *, device: torch.device | None = None, num_queri
         out.append(_gan_figure(gans, run_dir / "gan.png"))
     device = device or torch.device("cpu")
     loaded, train, test = _open_final(last, device, data_dir)
-    picture = _retrieval_figure(loaded, train, test, run_dir / "retrieval.png", device, num_queries, seed)
+    picture = retrieval_figure(loaded, train, test, run_dir / "retrieval.png", device, num_queries, seed)
     if picture is not None:
         out.append(picture)
     if map_points > 0:
@@ -104,8 +88,8 @@ def _embedding_figure(loaded, train, test, path: Path, device: torch.device, max
 
     name = train.name or loaded.data_dir.name
     title = f"{name}: embeddings of the round-{round_index} backbone ({loaded.spec.arch}, D = {loaded.spec.low_dim})"
-    return write_embedding_map(loaded.model, loaded.spec, train, test, path, device=device, plt=_pyplot(),
-                               save=_save, title=title, max_points=max_points, seed=seed, log=log)
+    return write_embedding_map(loaded.model, loaded.spec, train, test, path, device=device, plt=pyplot(),
+                               save=save, title=title, max_points=max_points, seed=seed, log=log)
 
 
 def _round_marks(ax, history: list[dict[str, Any]]) -> None:
@@ -138,7 +122,7 @@ def _baseline_lines(ax, baselines: dict[str, Any], eval_k: int | None) -> None:
 
 
 def _knn_figure(history: list[dict[str, Any]], path: Path, baselines: dict[str, Any] | None = None) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     evals = [h for h in history if "knn_top1" in h]
     rounds = sorted({h.get("round", 0) for h in evals})
@@ -155,7 +139,7 @@ def _knn_figure(history: list[dict[str, Any]], path: Path, baselines: dict[str, 
     if evals or baselines:
         ax.legend(fontsize=8)
     _round_marks(ax, history)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _eval_k(run_dir: Path) -> int | None:
@@ -167,7 +151,7 @@ def _eval_k(run_dir: Path) -> int | None:
 
 
 def _loss_figure(history: list[dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history]
     for key, label in (("loss", "total"), ("inst", "instance (|A|=1)"), ("aff", "affinity (|A|>1)"),
@@ -181,11 +165,11 @@ def _loss_figure(history: list[dict[str, Any]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _round_marks(ax, history)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     rounds, per_image, precision, new_precision, chance, similarity = [], [], [], [], [], []
     for r, file in files:
         meta = read_header(file, "neighbors").meta
@@ -221,7 +205,7 @@ def _neighbors_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     right.set_xticks(rounds)
     right.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _pct(value) -> float | None:
@@ -229,7 +213,7 @@ def _pct(value) -> float | None:
 
 
 def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     offset = 0
     for r, file in files:
@@ -248,65 +232,4 @@ def _gan_figure(files: list[tuple[int, Path]], path: Path) -> Path:
     ax.set_title("GAN losses")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _retrieval_figure(loaded, train, test, path: Path, device: torch.device, num_queries: int,
-                      seed: int) -> Path | None:
-    from isl_cli.engine.embedding import embed
-    from isl_cli.knn import topk_similar
-
-    queries_split = test if len(test) else train
-    if len(queries_split) == 0:
-        return None
-    count = min(num_queries, len(queries_split))
-    chosen = torch.randperm(len(queries_split), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    queries = embed(loaded.model, queries_split, loaded.spec, device=device, subset=chosen)  # (q, D)
-    _, neighbours = topk_similar(queries, loaded.memory, min(10, len(train)))  # (q, 10)
-    neighbours = neighbours.cpu()
-    plt = _pyplot()
-    cols = neighbours.shape[1] + 1
-    fig, axes = plt.subplots(count, cols, figsize=(cols * 0.9, count * 0.95))
-    axes = axes.reshape(count, cols)
-    for row, qi in enumerate(chosen.tolist()):
-        q_label = int(queries_split.labels[qi])
-        _show(axes[row, 0], _image(queries_split, qi), "black")
-        axes[row, 0].set_ylabel(_class_name(queries_split, q_label), fontsize=7, rotation=0, ha="right", va="center")
-        for col, ti in enumerate(neighbours[row].tolist(), start=1):
-            t_label = int(train.labels[ti])
-            colour = "grey" if q_label < 0 or t_label < 0 else ("tab:green" if t_label == q_label else "tab:red")
-            _show(axes[row, col], _image(train, ti), colour)
-    axes[0, 0].set_title("query", fontsize=8)
-    for col in range(1, cols):
-        axes[0, col].set_title(str(col), fontsize=8)
-    fig.suptitle("test images and their 10 nearest training images (green: same label, red: different)", fontsize=9)
-    return _save(fig, path)
-
-
-def _show(ax, image, colour: str) -> None:
-    ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_edgecolor(colour)
-        spine.set_linewidth(3)
-
-
-def _image(split, index: int):
-    if split.images is not None:
-        return split.images[index].permute(1, 2, 0).numpy()
-    from PIL import Image
-
-    with Image.open(Path(split.image_root or "") / split.paths[index]) as img:
-        img = img.convert("RGB")
-        img.thumbnail((96, 96))
-        import numpy as np
-
-        return np.asarray(img)
-
-
-def _class_name(split, label: int) -> str:
-    if 0 <= label < len(split.classes):
-        return split.classes[label][:10]
-    return "?"
-
+    return save(fig, path)
