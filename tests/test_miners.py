@@ -129,6 +129,7 @@ def test_the_control_and_a_miner_start_from_one_adopted_round_0(tiny_data, tmp_p
     # the control: round 0 adopted as it is, no GAN, no mining, round 1 continues it without neighbours
     assert (control / "r0-features.safetensors").read_bytes() == before == round0.read_bytes()
     assert not list(control.glob("*gan*")) and not list(control.glob("*neighbors*"))
+    assert {"r0-features", "r1-features"} <= set(__import__("json").loads((control / "timings.json").read_text()))
     meta = read_header(control / "r1-features.safetensors").meta
     assert meta["round"] == 1 and not meta["graph_entries"] and meta["origin"]["init_id"]
     mined = tmp_path / "similarity"

@@ -86,9 +86,8 @@ def run_schedule(job: RunJob) -> dict[str, Any]:
     for r in range(cfg.rounds):
         features = stage_path(job.run_dir, r, "features")
         _timed(timings, f"r{r}-features", lambda: _features(job, r, features))
-        if r == last:
-            break
-        if cfg.mine.miner == "none":  # the control: no GAN, no mining
+        atomic_write_json(job.run_dir / "timings.json", timings)
+        if r == last or cfg.mine.miner == "none":  # the control neither trains a GAN nor mines
             continue
         gan = stage_path(job.run_dir, r, "gan") if cfg.mine.miner == "gan" else None  # similarity: no GAN
         if gan is not None:
