@@ -3,14 +3,12 @@
 `--miner gan` (the paper's): everything is frozen. Each batch builds triplets
 from augmented anchors, makes proxies p' = G(a, p, n), scores them
 s = Dis(a, p', n), and for images with s > tau adds every j among the 10 bank
-rows nearest p' with M_j . p' > r, r = R + (1 - s)(1 - R). As in the
-reference (a do-while), a round always runs its first pass, then passes
-repeat until the neighbour entries exceed (round + 1) * 0.5 * N or the pass
-cap is reached; with `quota_check="batch"` the quota is also checked after
-each batch, the first batch always running (`"exact"`: and a batch adds
-only the proposals, in order, that the quota still needs); with
-`stop_after_empty` N, N passes in a row that add nothing end the round. What each test rejected is
-counted (`mining.propose_pairs`' tally) and kept in the artifact's stats.
+rows nearest p' with M_j . p' > r, r = R + (1 - s)(1 - R). A round always
+runs its first pass (a do-while, as the reference), then passes repeat until
+the entries exceed (round + 1) * 0.5 * N or the pass cap (`quota_check`
+"batch"/"exact": also checked after each batch, "exact" adding only what the
+quota still needs; `stop_after_empty` N: N empty passes in a row end it).
+What each test rejected is counted (`propose_pairs`' tally) into the stats.
 
 `--miner similarity` (the AND-style rival): in one pass, as many of the bank's
 most similar non-neighbour pairs as the quota needs.
