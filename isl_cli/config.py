@@ -1,10 +1,12 @@
 """Frozen configs of each stage, with the paper's defaults, their command-line options, and named presets.
 
-Defaults are the reference implementation's (docs/method.md). `paper_defaults`
-picks the 32x32 or the ImageNet values; the `quick` preset shrinks the work
-for a CPU. Every field but a derived one is an option of its stage's command
-and of `isl run`, declared once here with `option` (flag, help, name in `isl
-run`); `isl_cli.cli.options` turns the declarations into the commands' options.
+Defaults are the reference implementation's (docs/method.md). `paper_features`,
+`paper_gan` and `paper_mine` pick the 32x32 or the ImageNet values; the `quick`
+preset shrinks the work for a CPU, and `cpu` runs the paper's schedule at width
+0.25 (docs/decisions.md). Every field but a derived one is an option of its
+stage's command and of `isl run`, declared once here with `option` (flag, help,
+name in `isl run`, range); `isl_cli.cli.options` turns the declarations into the
+commands' options.
 """
 
 from __future__ import annotations
