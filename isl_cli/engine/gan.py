@@ -25,7 +25,6 @@ import torch
 from isl_cli import distributed
 from isl_cli.checkpoints import load_gan, metrics_path, partial_path, save_gan
 from isl_cli.config import GanConfig, from_dict, to_dict
-from isl_cli.data.batches import batch_bounds
 from isl_cli.data.store import load_split
 from isl_cli.engine.embedding import batch_source
 from isl_cli.engine.features_file import features_inputs, open_features, which_graph
@@ -175,17 +174,16 @@ class GanStage(Stage[GanState]):
         loaded, cfg = self.loaded, state.cfg
         chosen = which_graph(loaded.artifact, self.job.neighbors, loaded.fingerprint, loaded.memory.shape[0])
         self.graph = NeighborGraph.from_pairs(chosen.pairs.to(self.device), loaded.memory.shape[0])
-        self.batches_per_epoch = max(1, len(batch_bounds(loaded.memory.shape[0], cfg.batch_size, drop_single_tail=True,
-                                                         world=distributed.context().world)))
+        train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
+        self.source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=self.device,
+                                   num_workers=cfg.num_workers)
+        self.batches_per_epoch = max(1, self.source.num_batches())  # what round 0's floor in steps is counted in
         self.precision.prepare(loaded.model)
         log(self.precision.describe())
         if resumed:
             log(f"resuming {self.partial} after epoch {len(state.g_losses)}")
         if self.finished(state):
             return
-        train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
-        self.source = batch_source(train, loaded.spec, train=True, batch_size=cfg.batch_size, device=self.device,
-                                   num_workers=cfg.num_workers)
         cap = cfg.epochs if cfg.epochs is not None else cfg.max_epochs
         floor = (f", round 0 at least {cfg.min_steps} steps" if cfg.min_steps and state.round == 0 and not cfg.epochs
                  else "")
