@@ -37,9 +37,16 @@ import torch
 
 from isl_cli.artifacts import atomic_write_json, read_header
 from isl_cli.config import PRESET_ROUNDS
+from isl_cli.data.store import load_split
 from isl_cli.device import resolve_device
+from isl_cli.engine.embedding import embed
 from isl_cli.engine.evaluation import evaluate_checkpoint
+from isl_cli.engine.features_file import open_features
 from isl_cli.engine.run_folder import stage_path
+from isl_cli.knn import ranked_classes_by_chunk
+from isl_cli.precision import resolve
+
+BOOTSTRAP_DRAWS = 10_000
 
 ARMS = {"control": "none", "gan": "gan", "similarity": "similarity"}
 COLOURS = {"control": "tab:grey", "gan": "tab:red", "similarity": "tab:blue"}
@@ -72,6 +79,51 @@ def recomputed_knn(features: Path, args: argparse.Namespace) -> dict | None:
     return result
 
 
+def test_hits(features: Path, args: argparse.Namespace) -> torch.Tensor | None:
+    """(Q,) bool: whether each test image's weighted-kNN top-1 (k = 200, recomputed training features) is right.
+
+    Cached beside the file. The same embeddings and kNN as `recomputed_knn`, kept per image so that two arms can
+    be compared on the same test images.
+    """
+    cache = features.with_suffix(".hits.json")
+    if cache.exists():
+        return torch.tensor(json.loads(cache.read_text()), dtype=torch.bool)
+    if not features.exists() or not read_header(features).meta.get("complete"):
+        return None
+    device = resolve_device(args.device)
+    config = read_header(features).config
+    precision = resolve(config.get("amp", "none"), bool(config.get("channels_last")), device)
+    loaded = open_features(features, device)
+    precision.prepare(loaded.model)
+    train = load_split(loaded.data_dir, "train", fingerprint=loaded.fingerprint)
+    test = load_split(loaded.data_dir, "test", fingerprint=loaded.fingerprint)
+    queries = embed(loaded.model, test, loaded.spec, device=device, precision=precision)  # (Q, D)
+    keys = embed(loaded.model, train, loaded.spec, device=device, precision=precision)  # (N, D)
+    num_classes = int(train.labels.max()) + 1
+    k = min(200, len(train))
+    best = torch.cat([ranked[0][:, 0] for _, ranked in ranked_classes_by_chunk(
+        queries, keys, train.labels.to(device), (k,), float(config.get("temperature", 0.1)), num_classes,
+        query_chunk=1024, key_chunk=8192)])  # (Q,) predicted class
+    hits = (best.cpu() == test.labels.cpu())  # (Q,)
+    atomic_write_json(cache, hits.int().tolist())
+    return hits
+
+
+def paired_difference(hits: torch.Tensor, control: torch.Tensor, seed: int = 0) -> dict:
+    """An arm's top-1 minus the control's on the same test images, with a 95% bootstrap interval over the images.
+
+    The interval covers the test sample only (which images were drawn), not the training run's own spread
+    (another seed), which would widen it.
+    """
+    diff = hits.double() - control.double()  # (Q,) in {-1, 0, 1}
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, diff.numel(), (BOOTSTRAP_DRAWS, diff.numel()), generator=generator)  # (B, Q)
+    means = 100 * diff[draws].mean(dim=1)  # (B,)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"delta": 100 * float(diff.mean()), "ci95": [low, high],
+            "only_arm": int((hits & ~control).sum()), "only_control": int((control & ~hits).sum())}
+
+
 def arm_rows(arm: str, run_dir: Path, rounds: int, args: argparse.Namespace) -> list[dict]:
     """Per round: recomputed kNN at its end and what was mined after it."""
     rows = []
@@ -82,6 +134,11 @@ def arm_rows(arm: str, run_dir: Path, rounds: int, args: argparse.Namespace) -> 
             break
         row = {"arm": arm, "round": r, "epochs": int(read_header(features).meta.get("total_epochs", 0)),
                "knn_top1": knn["top1"], "knn_top5": knn["top5"]}
+        control = stage_path(args.work / "control", r, "features")
+        if arm != "control" and r > 0:  # round 0 is one file for every arm
+            hits, control_hits = test_hits(features, args), test_hits(control, args)
+            if hits is not None and control_hits is not None:
+                row["vs_control"] = paired_difference(hits, control_hits, args.seed)
         neighbors = stage_path(run_dir, r, "neighbors")
         if neighbors.exists():
             stats = read_header(neighbors).meta.get("stats", {})
@@ -129,9 +186,10 @@ def markdown(title: str, rows: list[dict], finals: dict, base: dict, even: float
              f"Baselines (kNN top-1, k = 200): centred pixels {base.get('pixels', float('nan')):.1f}, random-init "
              f"backbone {base.get('random', float('nan')):.1f}. Break-even precision (from round 0's end): "
              + ("-" if even is None else f"{100 * even:.0f}%") + ".", "",
-             "| arm | round | epochs | kNN top-1 (recomputed) | pairs mined | precision mined / similarity / chance "
+             "| arm | round | epochs | kNN top-1 (recomputed) | vs control, paired (95% CI) | pairs mined "
+             "| precision mined / similarity / chance "
              "| GAN proposals: scored / rejected by score / by radius / known / added |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         pct = [row.get(k) for k in ("new_precision", "similarity_precision", "chance_precision")]
         shown = " / ".join("-" if v is None else f"{100 * v:.1f}" for v in pct) if row.get("new_pairs") is not None \
@@ -139,9 +197,11 @@ def markdown(title: str, rows: list[dict], finals: dict, base: dict, even: float
         p = row.get("proposals") or {}
         proposals = (f"{p['images']} / {p['rejected_score']} / {p['rejected_radius']} of {p['candidates']} / "
                      f"{p['rejected_known']} / {p['added']}") if p else ""
-        lines.append(f"| {row['arm']} | {row['round']} | {row['epochs']} | {row['knn_top1']:.2f} | "
+        paired = row.get("vs_control")
+        versus = f"{paired['delta']:+.1f} ({paired['ci95'][0]:+.1f} to {paired['ci95'][1]:+.1f})" if paired else ""
+        lines.append(f"| {row['arm']} | {row['round']} | {row['epochs']} | {row['knn_top1']:.2f} | {versus} | "
                      f"{row.get('new_pairs', '') if row.get('new_pairs') is not None else ''} | {shown} | {proposals} |")
-    lines += ["", "| arm | final kNN top-1 | vs control | final linear probe top-1 | time (min) |",
+    lines += ["", "| arm | final kNN top-1 | vs control | final linear probe top-1 | time after round 0 (min) |",
               "| --- | --- | --- | --- | --- |"]
     control = finals.get("control", {}).get("knn")
     for arm, final in finals.items():
@@ -219,10 +279,9 @@ def main() -> None:
         curves[arm] = curve(run_dir, rounds)
         knn, linear = read_json(run_dir / "final-knn.json"), read_json(run_dir / "final-linear.json")
         timings = read_json(run_dir / "timings.json") or {}
-        round0_timings = read_json(round0 / "timings.json") or {}
         finals[arm] = {"knn": knn["results"][0]["top1"] if knn and knn.get("scored") else None,
                        "linear": linear.get("top1") if linear and linear.get("scored") else None,
-                       "minutes": (sum(timings.values()) + round0_timings.get("r0-features", 0.0)) / 60}
+                       "minutes": sum(v for k, v in timings.items() if k != "r0-features") / 60}
     base, even = baselines(args.work), break_even(args.break_even)
     title = args.title or f"{args.data.name}: ISL against its control ({args.preset} preset, seed {args.seed})"
     text = markdown(title, rows, finals, base, even)
