@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import typer
@@ -78,6 +79,20 @@ def test_options_typed_in_isl_run_reach_every_stage_config(tiny_data, tmp_path, 
     assert features.batch_size == gan.batch_size == mine.batch_size == 64
     assert features.num_workers == gan.num_workers == mine.num_workers == 1
     assert features.sync_bn is False and features.lr == 0.03 and gan.max_epochs == 200  # untyped: the preset's
+
+
+def test_isl_run_names_the_dataset_and_run_folder_after_its_data_folder(tiny_data, tmp_path, cli, monkeypatch):
+    import shutil
+
+    from isl_cli.engine import schedule
+
+    jobs = _capture_jobs(monkeypatch, schedule, "run_schedule")
+    photos = tmp_path / "photos32"
+    shutil.copytree(tiny_data, photos)
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", "--data", photos, "--device", "cpu", "--quiet", "--no-report")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert jobs[0].config.dataset == "photos32" and jobs[0].run_dir == Path("runs") / "photos32"  # not runs/shapes
 
 
 def test_stage_options_reach_the_job_with_what_was_typed(tiny_data, tmp_path, cli, monkeypatch):

@@ -30,8 +30,8 @@ Opt = typer.Option
 
 @run_options(FeaturesConfig, GanConfig, MineConfig)
 def run(
-    dataset: Annotated[str, Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...).")] = "shapes",
-    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show). cpu: the paper's schedule (4 rounds of 200 epochs, the GAN's stopping rule, the mining quota) at width 0.25 on the fast path, mining stopped after 5 empty passes; 5,000 32x32 images in under an hour on 2 CPU cores.")] = "paper",
+    dataset: Annotated[Optional[str], Opt("--dataset", help="Data set name (shapes, cifar10, imagefolder, ...) \\[default: the name of the --data folder, else shapes].", show_default=False)] = None,
+    preset: Annotated[str, Opt("--preset", help="paper: the reference's settings for this data set, in fp32 unless --amp; quick: the fast path (--amp auto: bf16 where the CPU or GPU does it natively; --channels-last), width 0.25, 2 rounds of 16 epochs, 8 GAN epochs at Adam lr 3e-4, K = 1024, mining capped at 3 passes and stopped within a pass at the quota; the whole schedule on shapes in about 3 minutes on 2 CPU cores (a small-scale run: see the README for what it can and cannot show). cpu: the paper's schedule (4 rounds of 200 epochs, the GAN's stopping rule, the mining quota) at width 0.25 on the fast path, mining stopped after 5 empty passes; for a few thousand 32x32 images on a CPU (5,000 images: about 75 minutes on this project's 2-core machine, where an epoch takes 4.6 s; see docs/results.md).")] = "paper",
     rounds: Annotated[Optional[int], Opt("--rounds", help="Rounds of train-features -> train-gan -> mine-neighbors [paper: 4; quick: 2; cpu: 4].", show_default=False)] = None,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Folder for every artifact \\[default: runs/DATASET].", show_default=False)] = None,
     root: RootOpt = None,
@@ -62,6 +62,7 @@ def run(
     say so, and --variant cifar keeps the 32x32 ones.
     """
     data_root = root or default_root()
+    dataset = dataset or (Path(data).name if data is not None else "shapes")  # a --data folder names its run
     data_dir = data or data_root / dataset
     run_dir = run_dir or Path("runs") / dataset
 
